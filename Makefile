@@ -1,0 +1,76 @@
+# mod_websocket - build, demo and tests.
+#
+#   make            build build/mod_websocket.so and the plugins
+#   make demo       install what is missing, build, run httpd in the foreground
+#                   (PORT=8080: ws/http on PORT, wss/https on PORT+1)
+#   make check      install what is missing, build, run every test
+#   make unit       C unit tests of the protocol core (ASan+UBSan)
+#
+# Flags come from apxs (Debian's apache2-dev), so the module is built exactly as httpd's
+# own modules are; the protocol core has no httpd include and is also built alone.
+
+APXS      ?= apxs
+CC        ?= cc
+PORT      ?= 8080
+BUILD     ?= build
+SANITIZE  ?=
+
+HTTPD_INC := $(shell $(APXS) -q INCLUDEDIR) $(shell $(APXS) -q APR_INCLUDEDIR) $(shell $(APXS) -q APU_INCLUDEDIR)
+HTTPD_DEF := $(shell $(APXS) -q EXTRA_CPPFLAGS)
+WARN      := -Wall -Wextra -Werror
+OPT       ?= -O2 -g
+CFLAGS_M  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE $(HTTPD_DEF) \
+             -Iinclude -Isrc $(addprefix -I,$(sort $(HTTPD_INC)))
+CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
+
+CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c
+CORE_HDR  := src/ws_proto.h
+MOD_SRC   := src/mod_websocket.c src/ws_accept.c $(CORE_SRC)
+MOD_HDR   := $(CORE_HDR) src/ws_accept.h include/mod_websocket.h
+PLUGINS   := echo probe badabi
+PLUGIN_SO := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
+
+PYTHON    := /usr/bin/python3
+
+.PHONY: all deps demo check unit integration clean
+
+all: $(BUILD)/mod_websocket.so $(PLUGIN_SO)
+
+$(BUILD)/mod_websocket.so: $(MOD_SRC) $(MOD_HDR) | $(BUILD)
+	$(CC) $(CFLAGS_M) -shared -o $@ $(MOD_SRC) -laprutil-1 -lapr-1 -lpthread
+
+$(BUILD)/plugins/%.so: plugins/%.c include/mod_websocket.h | $(BUILD)/plugins
+	$(CC) $(CFLAGS_P) -shared -o $@ $< -lpthread
+
+$(BUILD) $(BUILD)/plugins:
+	mkdir -p $@
+
+deps:
+	bash scripts/deps.sh
+
+demo: deps all
+	bash scripts/demo.sh $(PORT)
+
+$(BUILD)/test_proto: $(CORE_SRC) $(CORE_HDR) tests/unit/test_proto.c | $(BUILD)
+	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -Isrc $(CORE_SRC) tests/unit/test_proto.c -o $@
+
+$(BUILD)/test_accept: src/ws_accept.c src/ws_accept.h tests/unit/test_accept.c | $(BUILD)
+	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -D_GNU_SOURCE $(HTTPD_DEF) -Isrc $(addprefix -I,$(sort $(HTTPD_INC))) src/ws_accept.c tests/unit/test_accept.c \
+	    -laprutil-1 -lapr-1 -o $@
+
+unit: $(BUILD)/test_proto $(BUILD)/test_accept
+	$(BUILD)/test_proto
+	$(BUILD)/test_accept
+
+integration: all
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+check: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+
+clean:
+	rm -rf $(BUILD)
