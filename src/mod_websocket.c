@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -35,6 +36,7 @@
 #include "http_request.h"
 #include "http_ssl.h"
 #include "ap_mpm.h"
+#include "mpm_common.h"
 #include "apr_atomic.h"
 #include "apr_dso.h"
 #include "apr_lib.h"
@@ -53,8 +55,15 @@ APLOG_USE_MODULE(websocket);
 #define WS_READ_SIZE 65536
 #define WS_FLUSH_AT 65536                        /* flush in-callback sends past this */
 #define WS_CLOSE_WAIT apr_time_from_sec(5)       /* wait for the peer's close reply */
+#define WS_WRITE_CHUNK 32768                     /* async: bytes handed to the filters at once */
+#define WS_OUT_RETRY apr_time_from_msec(100)     /* async: retry pending output this often */
+#define WS_TICK apr_time_from_msec(100)          /* housekeeping period */
+#define WS_DEFAULT_PING_INTERVAL apr_time_from_sec(30)
+#define WS_DEFAULT_ASYNC_DELAY apr_time_from_msec(20)
 
 /* ---- configuration ------------------------------------------------------------ */
+
+typedef enum { WS_DRIVER_AUTO = 0, WS_DRIVER_BLOCKING } ws_driver;
 
 /* A plugin loaded by one WebSocketHandler line, with that section's settings. */
 typedef struct ws_instance {
@@ -77,6 +86,12 @@ typedef struct ws_dir_conf {
     apr_array_header_t *origins;      /* normalized "scheme://host:port" */
     int origins_any;
     int origins_set;
+    int driver;                       /* WS_DRIVER_* */
+    int driver_set;
+    apr_interval_time_t ping_interval;
+    int ping_interval_set;
+    apr_interval_time_t async_delay;
+    int async_delay_set;
 } ws_dir_conf;
 
 /* Sections with a WebSocketHandler or WebSocketPluginConfig, for post_config.  In
@@ -89,6 +104,8 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     (void)dir;
     conf->max_message = WS_DEFAULT_MAX_MESSAGE;
     conf->max_queue = WS_DEFAULT_MAX_QUEUE;
+    conf->ping_interval = WS_DEFAULT_PING_INTERVAL;
+    conf->async_delay = WS_DEFAULT_ASYNC_DELAY;
     return conf;
 }
 
@@ -113,6 +130,14 @@ static void *ws_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
         conf->origins_any = base->origins_any;
     }
     conf->origins_set = add->origins_set || base->origins_set;
+#define WS_MERGE(f) do { \
+        conf->f = add->f##_set ? add->f : base->f; \
+        conf->f##_set = add->f##_set || base->f##_set; \
+    } while (0)
+    WS_MERGE(driver);
+    WS_MERGE(ping_interval);
+    WS_MERGE(async_delay);
+#undef WS_MERGE
     return conf;
 }
 
@@ -294,6 +319,49 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+static const char *ws_cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    (void)cmd;
+    if (!strcasecmp(arg, "auto")) {
+        conf->driver = WS_DRIVER_AUTO;
+    }
+    else if (!strcasecmp(arg, "blocking")) {
+        conf->driver = WS_DRIVER_BLOCKING;
+    }
+    else {
+        return "WebSocketDriver: auto or blocking";
+    }
+    conf->driver_set = 1;
+    return NULL;
+}
+
+static const char *ws_cmd_ping_interval(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    apr_interval_time_t t;
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0) {
+        return apr_psprintf(cmd->pool, "WebSocketPingInterval: '%s' is not a duration", arg);
+    }
+    conf->ping_interval = t;
+    conf->ping_interval_set = 1;
+    return NULL;
+}
+
+static const char *ws_cmd_async_delay(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    apr_interval_time_t t;
+    if (ap_timeout_parameter_parse(arg, &t, "ms") != APR_SUCCESS || t < 0
+        || t > apr_time_from_sec(10)) {
+        return apr_psprintf(cmd->pool, "WebSocketAsyncDelay: '%s' is not a duration "
+                            "from 0 to 10s", arg);
+    }
+    conf->async_delay = t;
+    conf->async_delay_set = 1;
+    return NULL;
+}
+
 static const command_rec ws_cmds[] = {
     AP_INIT_TAKE12("WebSocketHandler", ws_cmd_handler, NULL, RSRC_CONF | ACCESS_CONF,
                    "PATH.so [INIT_SYMBOL]: the plugin serving WebSocket connections here "
@@ -308,6 +376,15 @@ static const command_rec ws_cmds[] = {
     AP_INIT_ITERATE("WebSocketAllowedOrigins", ws_cmd_origins, NULL, RSRC_CONF | ACCESS_CONF,
                     "origins (scheme://host[:port], 'null' or '*') allowed besides the "
                     "same origin"),
+    AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
+                  "auto (async on the event MPM, else blocking) or blocking (one thread "
+                  "per connection, for debugging)"),
+    AP_INIT_TAKE1("WebSocketPingInterval", ws_cmd_ping_interval, NULL, RSRC_CONF | ACCESS_CONF,
+                  "ping a client silent this long (default 30s; 0 = never); one silent "
+                  "for another interval after the ping is closed with 1001"),
+    AP_INIT_TAKE1("WebSocketAsyncDelay", ws_cmd_async_delay, NULL, RSRC_CONF | ACCESS_CONF,
+                  "async driver: keep the worker while the connection is busy, parking "
+                  "after this long without input (default 20ms; 0 = park at once)"),
     { NULL }
 };
 
@@ -381,7 +458,7 @@ static apr_status_t ws_child_exit(void *data)
     return APR_SUCCESS;
 }
 
-static void ws_child_init(apr_pool_t *pchild, server_rec *s)
+static void ws_child_init_plugins(apr_pool_t *pchild, server_rec *s)
 {
     apr_array_header_t *insts = apr_array_make(pchild, 4, sizeof(ws_instance *));
     int i, j;
@@ -409,61 +486,88 @@ typedef struct ws_qmsg {
     struct ws_qmsg *next;
     int opcode;
     size_t len;
-    size_t hdr_off;               /* frame header is written at data - hdr_len */
-    unsigned char room[WS_FRAME_HEADER_MAX];
     unsigned char data[];
 } ws_qmsg;
 
+typedef struct ws_conn ws_session;
+
+/*
+ * A handle is malloc'd and reference counted: plugin threads, MPM callbacks and the
+ * per-child registry may hold it after the connection (and its pools) are gone.
+ * Its mutex protects every member.  `io_busy` is the I/O ownership token: the thread
+ * that holds it is the only one that may touch the connection's filters.  It is a flag
+ * and a condition variable, not a mutex, because ownership passes from the handler to
+ * the process_connection hook across a return to the MPM.
+ */
 struct ws_handle {
     apr_uint32_t refs;
     pthread_mutex_t mu;
-    int alive;                    /* the connection's driver still runs */
-    int wake_fd[2];               /* blocking driver: pipe the owner polls */
-    int wake_pending;             /* a byte is in the pipe already */
+    pthread_cond_t cv;
+    ws_session *s;                /* NULL once the connection is over */
+    int io_busy;                  /* a thread owns the connection's I/O */
+    int parked;                   /* async: the MPM polls it; wake with a callback */
+    int cb_pending;               /* a wake callback is scheduled */
+    int wake_fd;                  /* eventfd of the owning thread while busy, or -1 */
     ws_qmsg *head, *tail;
     apr_size_t queued;
     apr_size_t max_queue;
     int overflow;                 /* a send did not fit: fail with 1008 */
-    int close_code;               /* handle_close asked for a close, 0 if not */
+    int close_code;               /* a close was asked for (handle_close, shutdown) */
     char close_reason[124];
+    apr_time_t next_timer;        /* when the owner wants to run again (pings, close) */
+    int timer_due;                /* the housekeeper found next_timer passed */
+    struct ws_handle *reg_prev, *reg_next;
 };
 
-static void ws_handle_wake_locked(ws_handle *h)
+/* Per-child registry of live sessions: for pings, close deadlines and graceful stop. */
+static pthread_mutex_t ws_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static ws_handle *ws_reg_head;
+static apr_uint32_t ws_sessions_async, ws_sessions_blocking, ws_busy_threads;
+static int ws_mpm_can_waitio;
+static int ws_busy_limit = 1;
+static volatile int ws_child_stopping_flag;
+
+/* One eventfd per thread that runs sessions: how senders wake a busy owner without a
+ * file descriptor per connection (10,000 connections must fit in 20,000 fds). */
+static pthread_key_t ws_thread_fd_key;
+static pthread_once_t ws_thread_fd_once = PTHREAD_ONCE_INIT;
+
+static void ws_thread_fd_free(void *p)
 {
-    if (!h->wake_pending && h->wake_fd[1] >= 0) {
-        char b = 1;
-        ssize_t n;
-        do {
-            n = write(h->wake_fd[1], &b, 1);
-        } while (n < 0 && errno == EINTR);
-        h->wake_pending = 1;
+    close((int)(intptr_t)p - 1);
+}
+
+static void ws_thread_fd_init(void)
+{
+    pthread_key_create(&ws_thread_fd_key, ws_thread_fd_free);
+}
+
+static int ws_thread_fd(void)
+{
+    void *p;
+    pthread_once(&ws_thread_fd_once, ws_thread_fd_init);
+    p = pthread_getspecific(ws_thread_fd_key);
+    if (!p) {
+        int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd < 0) {
+            return -1;
+        }
+        pthread_setspecific(ws_thread_fd_key, (void *)(intptr_t)(fd + 1));
+        return fd;
+    }
+    return (int)(intptr_t)p - 1;
+}
+
+static void ws_thread_fd_drain(int fd)
+{
+    uint64_t v;
+    if (fd >= 0) {
+        while (read(fd, &v, sizeof(v)) > 0) {
+        }
     }
 }
 
-static ws_handle *ws_handle_create(apr_size_t max_queue)
-{
-    ws_handle *h = calloc(1, sizeof(*h));
-    if (!h) {
-        return NULL;
-    }
-    h->refs = 1;
-    h->alive = 1;
-    h->max_queue = max_queue;
-    if (pthread_mutex_init(&h->mu, NULL) != 0) {
-        free(h);
-        return NULL;
-    }
-    if (pipe(h->wake_fd) != 0) {
-        pthread_mutex_destroy(&h->mu);
-        free(h);
-        return NULL;
-    }
-    fcntl(h->wake_fd[0], F_SETFL, O_NONBLOCK);
-    fcntl(h->wake_fd[1], F_SETFL, O_NONBLOCK);
-    fcntl(h->wake_fd[0], F_SETFD, FD_CLOEXEC);
-    fcntl(h->wake_fd[1], F_SETFD, FD_CLOEXEC);
-    return h;
-}
+static void ws_async_wake_cb(void *baton);
 
 static void ws_handle_retain(ws_handle *h)
 {
@@ -485,29 +589,126 @@ static void ws_handle_release(ws_handle *h)
 {
     if (h && apr_atomic_dec32(&h->refs) == 0) {
         ws_qmsg_free_list(h->head);
+        pthread_cond_destroy(&h->cv);
         pthread_mutex_destroy(&h->mu);
         free(h);
     }
 }
 
-/* The connection is over: refuse further sends, drop what is queued, close the pipe. */
-static void ws_handle_detach(ws_handle *h)
+/* Wake the connection's owner so it looks at the handle (called with h->mu held):
+ * a busy owner through its thread's eventfd, a parked async connection through a
+ * zero-delay MPM callback (at most one scheduled at a time). */
+static void ws_handle_wake_locked(ws_handle *h)
 {
-    ws_qmsg *drop;
-    pthread_mutex_lock(&h->mu);
-    if (!h->alive) {
-        pthread_mutex_unlock(&h->mu);
+    if (!h->s) {
         return;
     }
-    h->alive = 0;
-    drop = h->head;
-    h->head = h->tail = NULL;
-    h->queued = 0;
-    close(h->wake_fd[0]);
-    close(h->wake_fd[1]);
-    h->wake_fd[0] = h->wake_fd[1] = -1;
+    if (h->io_busy) {
+        if (h->wake_fd >= 0) {
+            uint64_t one = 1;
+            ssize_t n;
+            do {
+                n = write(h->wake_fd, &one, sizeof(one));
+            } while (n < 0 && errno == EINTR);
+        }
+    }
+    else if (h->parked && !h->cb_pending) {
+        h->cb_pending = 1;
+        apr_atomic_inc32(&h->refs);
+        if (ap_mpm_register_timed_callback(0, ws_async_wake_cb, h) != APR_SUCCESS) {
+            h->cb_pending = 0;
+            apr_atomic_dec32(&h->refs);
+        }
+    }
+}
+
+static ws_handle *ws_handle_create(ws_session *s, apr_size_t max_queue)
+{
+    ws_handle *h = calloc(1, sizeof(*h));
+    if (!h) {
+        return NULL;
+    }
+    h->refs = 1;
+    h->s = s;
+    h->wake_fd = -1;
+    h->max_queue = max_queue;
+    if (pthread_mutex_init(&h->mu, NULL) != 0) {
+        free(h);
+        return NULL;
+    }
+    if (pthread_cond_init(&h->cv, NULL) != 0) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Take I/O ownership of the connection behind h: wait while another thread has it.
+ * Returns the session, or NULL if the connection is over. */
+static ws_session *ws_io_acquire(ws_handle *h)
+{
+    ws_session *s;
+    pthread_mutex_lock(&h->mu);
+    while (h->io_busy) {
+        pthread_cond_wait(&h->cv, &h->mu);
+    }
+    s = h->s;
+    if (s) {
+        h->io_busy = 1;
+        h->parked = 0;
+        h->wake_fd = ws_thread_fd();
+    }
     pthread_mutex_unlock(&h->mu);
-    ws_qmsg_free_list(drop);
+    return s;
+}
+
+/* Give up I/O ownership.  With park set (async), the MPM is about to poll the
+ * connection: refuse (return 0) if work came in meanwhile, so the caller runs again
+ * instead of leaving a message stranded. */
+static int ws_io_release(ws_handle *h, int park, apr_time_t next_timer)
+{
+    pthread_mutex_lock(&h->mu);
+    if (park && h->s && (h->head || h->overflow || h->close_code || h->timer_due)) {
+        pthread_mutex_unlock(&h->mu);
+        return 0;
+    }
+    h->io_busy = 0;
+    h->parked = park && h->s;
+    h->wake_fd = -1;
+    h->next_timer = next_timer;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return 1;
+}
+
+static void ws_registry_add(ws_handle *h)
+{
+    ws_handle_retain(h);
+    pthread_mutex_lock(&ws_reg_mu);
+    h->reg_next = ws_reg_head;
+    if (ws_reg_head) {
+        ws_reg_head->reg_prev = h;
+    }
+    ws_reg_head = h;
+    pthread_mutex_unlock(&ws_reg_mu);
+}
+
+static void ws_registry_remove(ws_handle *h)
+{
+    pthread_mutex_lock(&ws_reg_mu);
+    if (h->reg_prev) {
+        h->reg_prev->reg_next = h->reg_next;
+    }
+    else if (ws_reg_head == h) {
+        ws_reg_head = h->reg_next;
+    }
+    if (h->reg_next) {
+        h->reg_next->reg_prev = h->reg_prev;
+    }
+    h->reg_prev = h->reg_next = NULL;
+    pthread_mutex_unlock(&ws_reg_mu);
+    ws_handle_release(h);
 }
 
 static int ws_valid_send_args(int type, const void *data, size_t len)
@@ -544,7 +745,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
         memcpy(m->data, data, len);
     }
     pthread_mutex_lock(&h->mu);
-    if (!h->alive || h->close_code || h->overflow) {
+    if (!h->s || h->close_code || h->overflow) {
         pthread_mutex_unlock(&h->mu);
         free(m);
         return WS_ECLOSED;
@@ -571,14 +772,10 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
     return WS_SUCCESS;
 }
 
-static int ws_api_handle_close(ws_handle *h, int code, const char *reason)
+static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
 {
-    if (!h || !ws_close_code_valid((unsigned)code)
-        || (reason && !ws_utf8_valid((const uint8_t *)reason, strlen(reason)))) {
-        return WS_EINVAL;
-    }
     pthread_mutex_lock(&h->mu);
-    if (!h->alive || h->close_code) {
+    if (!h->s || h->close_code) {
         pthread_mutex_unlock(&h->mu);
         return WS_ECLOSED;
     }
@@ -589,6 +786,15 @@ static int ws_api_handle_close(ws_handle *h, int code, const char *reason)
     return WS_SUCCESS;
 }
 
+static int ws_api_handle_close(ws_handle *h, int code, const char *reason)
+{
+    if (!h || !ws_close_code_valid((unsigned)code)
+        || (reason && !ws_utf8_valid((const uint8_t *)reason, strlen(reason)))) {
+        return WS_EINVAL;
+    }
+    return ws_handle_request_close(h, code, reason);
+}
+
 /* ---- the session: one WebSocket connection, owned by its I/O thread ------------ */
 
 typedef enum { WS_ST_OPENING, WS_ST_OPEN, WS_ST_CLOSING, WS_ST_DONE } ws_state;
@@ -597,12 +803,19 @@ struct ws_conn {
     conn_rec *c;
     request_rec *r;               /* valid during on_open only */
     ws_instance *inst;
+    const ws_dir_conf *conf;      /* from the upgrade request; lives in pconf */
     ws_handle *h;
     apr_bucket_brigade *bbin;
-    apr_bucket_brigade *bbout;
-    apr_off_t out_buffered;       /* bytes in bbout not yet passed */
+    apr_bucket_brigade *bbout;    /* frames not yet passed to the filters */
+    apr_bucket_brigade *bbtmp;
+    apr_off_t out_buffered;       /* bytes in bbout */
     ws_parser parser;
     ws_state state;
+    int async;                    /* driven by the MPM (event), not by a held thread */
+    int handoff;                  /* async: the handler returned holding I/O ownership */
+    int input_pending;            /* the last read stopped before the filters ran dry */
+    ap_filter_t *handoff_filter;
+    int detached;
     void *user_data;
     const char *protocol;
     const char *const *offered;
@@ -613,10 +826,15 @@ struct ws_conn {
     unsigned close_code;          /* for on_close and the log */
     const char *close_reason;
     apr_time_t close_deadline;
+    apr_time_t last_input;
+    apr_time_t ping_sent;         /* 0 when no ping is outstanding */
     apr_time_t start;
     apr_uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
-    unsigned char rbuf[WS_READ_SIZE];
 };
+
+/* The read buffer is per thread, not per connection: the parser keeps what it needs
+ * of a partial frame, so an idle connection holds no read buffer. */
+static __thread unsigned char ws_rbuf[WS_READ_SIZE];
 
 /* Append one frame to bbout.  Small frames share 8 KB heap buckets (one writev for many
  * messages); large payloads get a bucket of their own. */
@@ -638,11 +856,11 @@ static void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t l
     s->bytes_out += hlen + len;
 }
 
-/* Pass bbout to the connection's filters with a flush (blocking until written). */
+/* Blocking write of everything in bbout (blocking driver, and the last close frame). */
 static apr_status_t ws_flush(ws_conn *s)
 {
     apr_status_t rv;
-    if (APR_BRIGADE_EMPTY(s->bbout)) {
+    if (APR_BRIGADE_EMPTY(s->bbout) && !s->c->data_in_output_filters) {
         return APR_SUCCESS;
     }
     APR_BRIGADE_INSERT_TAIL(s->bbout, apr_bucket_flush_create(s->c->bucket_alloc));
@@ -654,6 +872,53 @@ static apr_status_t ws_flush(ws_conn *s)
         return rv != APR_SUCCESS ? rv : APR_ECONNABORTED;
     }
     return APR_SUCCESS;
+}
+
+/* Non-blocking write for the async driver: hand bbout to the filters in bounded
+ * chunks (the core output filter blocks past FlushMaxThreshold) while the socket
+ * takes them, then push the core's remainder without a FLUSH bucket (which would
+ * block).  Returns 1 if output is still pending (park for write), 0 if all went. */
+static int ws_write_nonblocking(ws_conn *s)
+{
+    conn_rec *c = s->c;
+    ap_filter_t *core = c->output_filters;
+    apr_status_t rv = APR_SUCCESS;
+
+    while (core->next) {
+        core = core->next;
+    }
+    while (!APR_BRIGADE_EMPTY(s->bbout) && !c->aborted) {
+        apr_bucket *after;
+        if (c->data_in_output_filters) {
+            rv = core->frec->filter_func.out_func(core, NULL);
+            if (rv != APR_SUCCESS || c->data_in_output_filters) {
+                break;
+            }
+        }
+        apr_brigade_partition(s->bbout, WS_WRITE_CHUNK, &after);
+        while (APR_BRIGADE_FIRST(s->bbout) != after) {
+            apr_bucket *b = APR_BRIGADE_FIRST(s->bbout);
+            APR_BUCKET_REMOVE(b);
+            APR_BRIGADE_INSERT_TAIL(s->bbtmp, b);
+        }
+        rv = ap_pass_brigade(c->output_filters, s->bbtmp);
+        apr_brigade_cleanup(s->bbtmp);
+        if (rv != APR_SUCCESS) {
+            break;
+        }
+    }
+    if (rv == APR_SUCCESS && c->data_in_output_filters && !c->aborted) {
+        rv = core->frec->filter_func.out_func(core, NULL);
+    }
+    if (rv != APR_SUCCESS || c->aborted) {
+        c->aborted = 1;
+        apr_brigade_cleanup(s->bbout);
+        s->out_buffered = 0;
+        s->state = WS_ST_DONE;
+        return 0;
+    }
+    apr_brigade_length(s->bbout, 0, &s->out_buffered);
+    return !APR_BRIGADE_EMPTY(s->bbout) || c->data_in_output_filters;
 }
 
 /* Send a close frame (once) and move to CLOSING. */
@@ -685,30 +950,30 @@ static void ws_fail(ws_conn *s, unsigned code, const char *reason)
     s->state = WS_ST_DONE;
 }
 
-static int ws_plugin_send(ws_conn *s, int type, const void *data, size_t len)
-{
-    if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
-        return WS_ECLOSED;
-    }
-    ws_out_frame(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
-    s->msgs_out++;
-    return WS_SUCCESS;
-}
-
 /* ---- the api table -------------------------------------------------------------- */
 
 static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int flags)
 {
-    int rv;
     (void)flags;
     if (!s || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
-    rv = ws_plugin_send(s, type, data, len);
-    if (rv == WS_SUCCESS && s->state == WS_ST_OPEN && s->out_buffered >= WS_FLUSH_AT) {
-        ws_flush(s);
+    if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
+        return WS_ECLOSED;
     }
-    return rv;
+    if ((apr_size_t)s->out_buffered + len > s->h->max_queue) {
+        ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
+        return WS_EFULL;
+    }
+    ws_out_frame(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+    s->msgs_out++;
+    /* The blocking driver writes as it goes; the async one never blocks here. */
+    if (!s->async && s->state == WS_ST_OPEN && s->out_buffered >= WS_FLUSH_AT) {
+        if (ws_flush(s) != APR_SUCCESS) {
+            s->state = WS_ST_DONE;
+        }
+    }
+    return WS_SUCCESS;
 }
 
 static int ws_api_close(ws_conn *s, int code, const char *reason)
@@ -817,7 +1082,7 @@ static void ws_on_event(ws_conn *s, const ws_event *ev)
         }
         break;
     case WS_EV_PONG:
-        break;
+        break;      /* any input proves the peer is alive: see ws_consume */
     case WS_EV_CLOSE:
         s->close_received = 1;
         if (!s->close_sent) {
@@ -833,11 +1098,12 @@ static void ws_on_event(ws_conn *s, const ws_event *ev)
     }
 }
 
-/* Feed n bytes of s->rbuf to the parser and act on every event. */
-static void ws_consume(ws_conn *s, size_t n)
+/* Feed n bytes of buf to the parser and act on every event. */
+static void ws_consume(ws_conn *s, uint8_t *p, size_t n)
 {
-    uint8_t *p = s->rbuf;
     s->bytes_in += n;
+    s->last_input = apr_time_now();
+    s->ping_sent = 0;
     while (n > 0 && s->state != WS_ST_DONE) {
         ws_event ev;
         size_t used = 0;
@@ -865,7 +1131,7 @@ static apr_status_t ws_read_available(ws_conn *s)
     apr_bucket *b;
 
     rv = ap_get_brigade(s->c->input_filters, s->bbin, AP_MODE_READBYTES,
-                        APR_NONBLOCK_READ, sizeof(s->rbuf));
+                        APR_NONBLOCK_READ, sizeof(ws_rbuf));
     if (APR_STATUS_IS_EAGAIN(rv)) {
         return APR_EAGAIN;
     }
@@ -879,14 +1145,14 @@ static apr_status_t ws_read_available(ws_conn *s)
             eos = 1;
         }
     }
-    len = sizeof(s->rbuf);
-    rv = apr_brigade_flatten(s->bbin, (char *)s->rbuf, &len);
+    len = sizeof(ws_rbuf);
+    rv = apr_brigade_flatten(s->bbin, (char *)ws_rbuf, &len);
     apr_brigade_cleanup(s->bbin);
     if (rv != APR_SUCCESS) {
         return rv;
     }
     if (len) {
-        ws_consume(s, len);
+        ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
     return eos ? APR_EOF : APR_EAGAIN;
@@ -899,17 +1165,14 @@ static void ws_drain_handle(ws_conn *s)
     ws_qmsg *list, *m;
     int overflow, close_code;
     char reason[124];
-    char junk[64];
 
     pthread_mutex_lock(&h->mu);
-    while (read(h->wake_fd[0], junk, sizeof(junk)) > 0) {
-    }
-    h->wake_pending = 0;
     list = h->head;
     h->head = h->tail = NULL;
     h->queued = 0;
     overflow = h->overflow;
     close_code = h->close_code;
+    h->timer_due = 0;
     memcpy(reason, h->close_reason, sizeof(reason));
     pthread_mutex_unlock(&h->mu);
 
@@ -917,7 +1180,7 @@ static void ws_drain_handle(ws_conn *s)
         if (s->state == WS_ST_OPEN) {
             ws_out_frame(s, (unsigned)m->opcode, m->data, m->len);
             s->msgs_out++;
-            if (s->out_buffered >= WS_FLUSH_AT && ws_flush(s) != APR_SUCCESS) {
+            if (!s->async && s->out_buffered >= WS_FLUSH_AT && ws_flush(s) != APR_SUCCESS) {
                 s->state = WS_ST_DONE;
             }
         }
@@ -933,66 +1196,449 @@ static void ws_drain_handle(ws_conn *s)
     }
 }
 
-/* ---- the blocking driver -------------------------------------------------------- */
-
-static void ws_run_blocking(ws_conn *s)
+/* Pings, the dead-peer timeout and the close-handshake deadline.  Returns when the
+ * session next wants to run (0: never). */
+static apr_time_t ws_timers(ws_conn *s, apr_time_t now)
 {
-    apr_pollfd_t pfd;
-    apr_interval_time_t timeout = -1;
-    apr_os_sock_t sockfd = -1;
+    apr_interval_time_t interval = s->conf->ping_interval;
+    apr_time_t next = 0;
 
-    memset(&pfd, 0, sizeof(pfd));
-    pfd.p = s->c->pool;
-    if (ap_get_pollfd_from_conn(s->c, &pfd, &timeout) != APR_SUCCESS) {
-        s->state = WS_ST_DONE;
-        return;
+    if (s->state == WS_ST_CLOSING) {
+        if (now >= s->close_deadline) {
+            s->state = WS_ST_DONE;      /* the peer never answered our close */
+            return 0;
+        }
+        return s->close_deadline;
     }
-    if (pfd.desc_type == APR_POLL_SOCKET) {
-        apr_os_sock_get(&sockfd, pfd.desc.s);
+    if (s->state != WS_ST_OPEN || interval <= 0) {
+        return 0;
     }
-    else {
-        apr_os_file_get(&sockfd, pfd.desc.f);
+    if (s->ping_sent && now - s->ping_sent >= interval) {
+        /* Documented: no frame at all for a ping interval after our ping. */
+        ws_send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
+        return s->close_deadline;
     }
+    if (!s->ping_sent && now - s->last_input >= interval) {
+        ws_out_frame(s, WS_OP_PING, NULL, 0);
+        s->ping_sent = now;
+    }
+    next = s->ping_sent ? s->ping_sent + interval : s->last_input + interval;
+    return next;
+}
 
-    while (s->state != WS_ST_DONE) {
-        struct pollfd fds[2];
-        int wait_ms = -1, n;
-        apr_status_t rv;
-
+/* One round of work for the owner: input, other threads' requests, timers.  Does not
+ * write.  Returns the next timer. */
+static apr_time_t ws_round(ws_conn *s, int read_input)
+{
+    apr_status_t rv = APR_SUCCESS;
+    if (read_input) {
         /* Drain everything the filters already have: bytes mod_ssl decrypted, or a
          * frame that came in the same segment as the handshake, are invisible to poll. */
         do {
             rv = ws_read_available(s);
-        } while (rv == APR_SUCCESS && s->state != WS_ST_DONE);
+        } while (rv == APR_SUCCESS && s->state != WS_ST_DONE
+                 && s->out_buffered < WS_FLUSH_AT);
+        /* Stopped to write first (backpressure): more input may sit in the filters,
+         * where poll cannot see it; the caller must read again before waiting. */
+        s->input_pending = rv == APR_SUCCESS;
         if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
             s->state = WS_ST_DONE;      /* EOF or error: TCP went away */
         }
-        ws_drain_handle(s);
+    }
+    ws_drain_handle(s);
+    return ws_timers(s, apr_time_now());
+}
+
+/* ---- the blocking driver -------------------------------------------------------- */
+
+static apr_os_sock_t ws_conn_fd(conn_rec *c)
+{
+    apr_pollfd_t pfd;
+    apr_interval_time_t timeout = -1;
+    apr_os_sock_t fd = -1;
+
+    memset(&pfd, 0, sizeof(pfd));
+    pfd.p = c->pool;
+    if (ap_get_pollfd_from_conn(c, &pfd, &timeout) != APR_SUCCESS) {
+        return -1;
+    }
+    if (pfd.desc_type == APR_POLL_SOCKET) {
+        apr_os_sock_get(&fd, pfd.desc.s);
+    }
+    else {
+        apr_os_file_get(&fd, pfd.desc.f);
+    }
+    return fd;
+}
+
+/* Wait for input, a wake-up or the timer.  Returns 1 if the socket is readable. */
+static int ws_wait(apr_os_sock_t fd, int wake_fd, int want_write, apr_time_t until)
+{
+    struct pollfd fds[2];
+    int wait_ms = -1, n;
+    if (until) {
+        apr_time_t left = until - apr_time_now();
+        wait_ms = left <= 0 ? 0 : (int)((left + 999) / 1000);
+    }
+    fds[0].fd = fd;
+    fds[0].events = POLLIN | (want_write ? POLLOUT : 0);
+    fds[1].fd = wake_fd;
+    fds[1].events = POLLIN;
+    fds[0].revents = fds[1].revents = 0;
+    n = poll(fds, wake_fd >= 0 ? 2 : 1, wait_ms);
+    if (fds[1].revents) {
+        ws_thread_fd_drain(wake_fd);
+    }
+    return n > 0 && fds[0].revents;
+}
+
+static void ws_run_blocking(ws_conn *s)
+{
+    apr_os_sock_t fd = ws_conn_fd(s->c);
+    int wake_fd = s->h->wake_fd;
+
+    if (fd < 0) {
+        s->state = WS_ST_DONE;
+    }
+    while (s->state != WS_ST_DONE) {
+        int mpm_state = 0;
+        apr_time_t next = ws_round(s, 1);
         if (ws_flush(s) != APR_SUCCESS) {
             s->state = WS_ST_DONE;
         }
         if (s->state == WS_ST_DONE) {
             break;
         }
-        if (s->state == WS_ST_CLOSING) {
-            apr_time_t left = s->close_deadline - apr_time_now();
-            if (left <= 0) {
-                break;      /* the peer never answered our close */
-            }
-            wait_ms = (int)apr_time_msec(left) + 1;
+        /* prefork has no child_stopping hook: a graceful stop interrupts our poll */
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &mpm_state) == APR_SUCCESS
+            && mpm_state == AP_MPMQ_STOPPING && s->state == WS_ST_OPEN) {
+            ws_send_close(s, WS_CLOSE_GOING_AWAY, "server shutting down");
+            continue;
         }
-
-        fds[0].fd = sockfd;
-        fds[0].events = POLLIN;
-        fds[1].fd = s->h->wake_fd[0];
-        fds[1].events = POLLIN;
-        fds[0].revents = fds[1].revents = 0;
-        n = poll(fds, 2, wait_ms);
-        if (n < 0 && errno != EINTR) {
-            break;
+        if (!s->input_pending) {
+            ws_wait(fd, wake_fd, 0, next);
         }
     }
     ws_flush(s);
+}
+
+/* ---- the async driver (event MPM) ---------------------------------------------- */
+
+/* Park the connection with the MPM: ASYNC_WAITIO until readable (or writable, while
+ * output is pending).  Called by the owner; gives up ownership unless work arrived. */
+static int ws_async_park(ws_conn *s, int want_write, apr_time_t next)
+{
+    conn_rec *c = s->c;
+    c->cs->state = CONN_STATE_ASYNC_WAITIO;
+    c->cs->sense = want_write ? CONN_SENSE_WANT_WRITE : CONN_SENSE_WANT_READ;
+    if (want_write && (!next || next > apr_time_now() + WS_OUT_RETRY)) {
+        next = apr_time_now() + WS_OUT_RETRY;
+    }
+    return ws_io_release(s->h, 1, next);
+}
+
+/* End the session while we own it: the plugin's on_close, the log line, and the
+ * handle forgets the connection.  Ownership is released. */
+static void ws_session_end(ws_conn *s)
+{
+    ws_handle *h = s->h;
+    if (s->detached) {
+        return;
+    }
+    s->detached = 1;
+    if (s->opened && s->inst->p.on_close) {
+        s->inst->p.on_close(s, (int)s->close_code, s->close_reason ? s->close_reason : "");
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, s->c,
+                  "WS00040: session end: plugin=%s driver=%s duration=%.3fs in=%"
+                  APR_UINT64_T_FMT "msg/%" APR_UINT64_T_FMT "B out=%" APR_UINT64_T_FMT
+                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s",
+                  s->inst->p.name, s->async ? "async" : "blocking",
+                  (double)(apr_time_now() - s->start) / APR_USEC_PER_SEC,
+                  s->msgs_in, s->bytes_in, s->msgs_out, s->bytes_out, s->close_code,
+                  s->closed_by_server ? "server"
+                  : s->close_received ? "client" : "network");
+    if (s->opened) {
+        apr_atomic_dec32(s->async ? &ws_sessions_async : &ws_sessions_blocking);
+    }
+    ws_parser_free(&s->parser);
+    pthread_mutex_lock(&h->mu);
+    h->s = NULL;
+    ws_qmsg_free_list(h->head);
+    h->head = h->tail = NULL;
+    h->queued = 0;
+    h->io_busy = 0;
+    h->parked = 0;
+    h->wake_fd = -1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    ws_registry_remove(h);
+}
+
+/*
+ * The async loop, run by the owner after the handshake and at every re-entry.  While
+ * bytes keep coming (within WebSocketAsyncDelay) the connection keeps its worker, so a
+ * busy echo does not pay a trip through the MPM's listener per message; when quiet,
+ * or when too many workers are already held that way, it parks.
+ * Returns 1 when the session is over (the caller lingers-closes the connection).
+ */
+static int ws_async_run(ws_conn *s)
+{
+    apr_os_sock_t fd = ws_conn_fd(s->c);
+    int busy_counted = 0, readable = 1, done = 0;
+
+    for (;;) {
+        apr_time_t next = ws_round(s, readable);
+        int pending = s->state != WS_ST_DONE ? ws_write_nonblocking(s) : 0;
+        apr_interval_time_t delay = s->conf->async_delay;
+
+        if (s->state == WS_ST_DONE) {
+            /* What the socket does not take now, the MPM's lingering close flushes. */
+            ws_write_nonblocking(s);
+            done = 1;
+            break;
+        }
+        if (!pending && s->input_pending) {
+            readable = 1;
+            continue;
+        }
+        if (!pending && delay > 0 && fd >= 0 && !ws_child_stopping_flag) {
+            if (!busy_counted) {
+                if (apr_atomic_inc32(&ws_busy_threads) >= (apr_uint32_t)ws_busy_limit) {
+                    apr_atomic_dec32(&ws_busy_threads);
+                    delay = 0;
+                }
+                else {
+                    busy_counted = 1;
+                }
+            }
+            if (delay > 0) {
+                apr_time_t until = apr_time_now() + delay;
+                int timer = 0;
+                if (next && next <= until) {
+                    until = next;
+                    timer = 1;
+                }
+                readable = ws_wait(fd, s->h->wake_fd, 0, until);
+                if (readable || timer || apr_time_now() < until) {
+                    continue;   /* input, a wake-up or a timer: stay on this worker */
+                }
+            }
+        }
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE3, 0, s->c, "park: pending=%d state=%d",
+                      pending, (int)s->state);
+        if (ws_async_park(s, pending, next)) {
+            break;
+        }
+        readable = 1;           /* work arrived while parking: run again */
+    }
+    if (busy_counted) {
+        apr_atomic_dec32(&ws_busy_threads);
+    }
+    return done;
+}
+
+/* A zero-delay MPM callback: a parked connection has queued messages, a close request
+ * or a due timer.  Runs on a worker while the MPM polls the socket, so it only writes
+ * (without blocking); reading stays with process_connection. */
+static void ws_async_wake_cb(void *baton)
+{
+    ws_handle *h = baton;
+    ws_conn *s;
+
+    pthread_mutex_lock(&h->mu);
+    h->cb_pending = 0;
+    pthread_mutex_unlock(&h->mu);
+    s = ws_io_acquire(h);
+    if (s) {
+        for (;;) {
+            apr_time_t next = ws_round(s, 0);
+            int pending = s->state != WS_ST_DONE ? ws_write_nonblocking(s) : 0;
+            if (s->state == WS_ST_DONE) {
+                /* Only process_connection can end a parked connection: wake it by
+                 * shutting the socket; it then sees the session is over. */
+                ws_write_nonblocking(s);
+                apr_socket_shutdown(ap_get_conn_socket(s->c), APR_SHUTDOWN_READ);
+                ws_io_release(h, 0, 0);
+                pthread_mutex_lock(&h->mu);
+                h->parked = 1;      /* still in the MPM's poll set */
+                pthread_mutex_unlock(&h->mu);
+                break;
+            }
+            if (pending && (!next || next > apr_time_now() + WS_OUT_RETRY)) {
+                next = apr_time_now() + WS_OUT_RETRY;
+            }
+            if (ws_io_release(h, 1, next)) {
+                break;
+            }
+        }
+    }
+    ws_handle_release(h);
+}
+
+/* process_connection: re-entry of a parked WebSocket connection. */
+static int ws_process_connection(conn_rec *c)
+{
+    ws_conn *s = ap_get_module_config(c->conn_config, &websocket_module);
+    if (!s || !s->async) {
+        return DECLINED;
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, "process_connection: handoff=%d state=%d",
+                  s->handoff, (int)s->state);
+    if (s->handoff) {
+        s->handoff = 0;         /* we still own I/O since the handler */
+        c->keepalive = AP_CONN_CLOSE;
+        if (s->handoff_filter) {
+            ap_remove_input_filter(s->handoff_filter);
+            s->handoff_filter = NULL;
+        }
+    }
+    else if (ws_io_acquire(s->h) != s) {
+        c->cs->state = CONN_STATE_LINGER;
+        return OK;
+    }
+    c->clogging_input_filters = 1;
+    if (s->state == WS_ST_DONE || ws_async_run(s)) {
+        ws_session_end(s);
+        c->cs->state = CONN_STATE_LINGER;
+    }
+    return OK;
+}
+
+/*
+ * The handler cannot park the connection itself: after it returns, httpd finishes the
+ * request and the MPM flushes on this thread, so no other thread may write yet.  It
+ * keeps I/O ownership and asks for an immediate re-entry of process_connection on the
+ * same thread: ap_check_pipeline sees one (fake) speculative byte from this filter, so
+ * the MPM goes straight back to process_connection, where ws_process_connection
+ * takes over without ever leaving the session unowned.
+ */
+static apr_status_t ws_handoff_filter(ap_filter_t *f, apr_bucket_brigade *bb,
+                                      ap_input_mode_t mode, apr_read_type_e block,
+                                      apr_off_t readbytes)
+{
+    ws_conn *s = f->ctx;
+    if (mode == AP_MODE_SPECULATIVE && s->handoff && !s->detached) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_immortal_create("W", 1, f->c->bucket_alloc));
+        return APR_SUCCESS;
+    }
+    return ap_get_brigade(f->next, bb, mode, block, readbytes);
+}
+
+static ap_filter_rec_t *ws_handoff_filter_handle;
+
+static apr_status_t ws_keepalive_after_request(void *data)
+{
+    conn_rec *c = data;
+    c->keepalive = AP_CONN_KEEPALIVE;
+    return APR_SUCCESS;
+}
+
+/* pre_close_connection: the MPM is closing (timeout, shutdown): stop callbacks from
+ * touching the connection before mod_ssl sends its close_notify. */
+static int ws_pre_close_connection(conn_rec *c)
+{
+    ws_conn *s = ap_get_module_config(c->conn_config, &websocket_module);
+    if (s && s->async && !s->detached && s->h) {
+        if (s->handoff || ws_io_acquire(s->h) == s) {
+            s->handoff = 0;
+            ws_session_end(s);
+        }
+    }
+    return OK;
+}
+
+/* c->pool pre-cleanup: the last chance to tell the plugin and unlink the handle. */
+static apr_status_t ws_session_cleanup(void *data)
+{
+    ws_conn *s = data;
+    if (!s->detached && s->h) {
+        if (s->handoff || !s->async || ws_io_acquire(s->h) == s) {
+            s->handoff = 0;
+            ws_session_end(s);
+        }
+    }
+    if (s->h) {
+        ws_handle_release(s->h);
+        s->h = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/* ---- per-child housekeeping: timers and graceful stop --------------------------- */
+
+static apr_thread_t *ws_housekeeper;
+static volatile int ws_housekeeper_stop;
+
+/* Once a tick, wake the sessions whose timer (ping, dead-peer, close deadline,
+ * pending output) is due.  A wake-up is cheap: a flag and, for a parked connection,
+ * a zero-delay MPM callback. */
+static void *APR_THREAD_FUNC ws_housekeeper_main(apr_thread_t *t, void *data)
+{
+    (void)data;
+    while (!ws_housekeeper_stop) {
+        apr_time_t now = apr_time_now();
+        ws_handle *h;
+        pthread_mutex_lock(&ws_reg_mu);
+        for (h = ws_reg_head; h; h = h->reg_next) {
+            pthread_mutex_lock(&h->mu);
+            if (h->s && h->next_timer && h->next_timer <= now && !h->timer_due) {
+                h->timer_due = 1;
+                ws_handle_wake_locked(h);
+            }
+            pthread_mutex_unlock(&h->mu);
+        }
+        pthread_mutex_unlock(&ws_reg_mu);
+        apr_sleep(WS_TICK);
+    }
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+/* Graceful restart or stop: every session gets a close 1001, so that clients reconnect
+ * to the new generation and the old child can exit instead of lingering until Timeout. */
+static void ws_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    ws_handle *h;
+    (void)pchild; (void)graceful;
+    ws_child_stopping_flag = 1;
+    pthread_mutex_lock(&ws_reg_mu);
+    for (h = ws_reg_head; h; h = h->reg_next) {
+        ws_handle_request_close(h, WS_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    pthread_mutex_unlock(&ws_reg_mu);
+}
+
+static apr_status_t ws_housekeeper_join(void *data)
+{
+    apr_status_t rv;
+    (void)data;
+    ws_housekeeper_stop = 1;
+    if (ws_housekeeper) {
+        apr_thread_join(&rv, ws_housekeeper);
+        ws_housekeeper = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+static void ws_child_init_drivers(apr_pool_t *pchild)
+{
+    int v = 0, threads = 0;
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &v) == APR_SUCCESS && v
+        && ap_mpm_query(AP_MPMQ_CAN_WAITIO, &v) == APR_SUCCESS && v) {
+        ws_mpm_can_waitio = 1;
+    }
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS && threads > 2) {
+        ws_busy_limit = threads / 2;
+    }
+    ws_housekeeper_stop = 0;
+    if (apr_thread_create(&ws_housekeeper, NULL, ws_housekeeper_main, NULL, pchild)
+        != APR_SUCCESS) {
+        ws_housekeeper = NULL;
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "WS00003: cannot start "
+                     "the housekeeping thread: no pings, no close deadlines");
+    }
+    apr_pool_cleanup_register(pchild, NULL, ws_housekeeper_join, apr_pool_cleanup_null);
 }
 
 /* ---- the opening handshake (RFC 6455 4.2) --------------------------------------- */
@@ -1115,30 +1761,6 @@ static void ws_prepare_connection(request_rec *r)
     c->keepalive = AP_CONN_CLOSE;
 }
 
-static void ws_log_session_end(ws_conn *s)
-{
-    ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, s->c,
-                  "WS00040: session end: plugin=%s duration=%.3fs in=%" APR_UINT64_T_FMT
-                  "msg/%" APR_UINT64_T_FMT "B out=%" APR_UINT64_T_FMT "msg/%"
-                  APR_UINT64_T_FMT "B close=%u closed_by=%s",
-                  s->inst->p.name, (double)(apr_time_now() - s->start) / APR_USEC_PER_SEC,
-                  s->msgs_in, s->bytes_in, s->msgs_out, s->bytes_out, s->close_code,
-                  s->closed_by_server ? "server"
-                  : s->close_received ? "client" : "network");
-}
-
-static apr_status_t ws_session_cleanup(void *data)
-{
-    ws_conn *s = data;
-    ws_parser_free(&s->parser);
-    if (s->h) {
-        ws_handle_detach(s->h);
-        ws_handle_release(s->h);
-        s->h = NULL;
-    }
-    return APR_SUCCESS;
-}
-
 static int ws_handler(request_rec *r)
 {
     ws_dir_conf *conf = ap_get_module_config(r->per_dir_config, &websocket_module);
@@ -1160,19 +1782,28 @@ static int ws_handler(request_rec *r)
     s->c = c;
     s->r = r;
     s->inst = conf->inst;
+    s->conf = conf;
     s->state = WS_ST_OPENING;
-    s->start = apr_time_now();
+    s->start = s->last_input = apr_time_now();
     s->offered = ws_offered_protocols(r);
     s->bbin = apr_brigade_create(c->pool, c->bucket_alloc);
     s->bbout = apr_brigade_create(c->pool, c->bucket_alloc);
+    s->bbtmp = apr_brigade_create(c->pool, c->bucket_alloc);
     s->close_code = WS_CLOSE_ABNORMAL;
+    /* Async where the MPM can wait for I/O on our behalf; an HTTP/2 stream's c->cs is
+     * its primary connection's, so streams always use the blocking driver. */
+    s->async = ws_mpm_can_waitio && !c->master && c->cs
+               && conf->driver != WS_DRIVER_BLOCKING;
     ws_parser_init(&s->parser, (uint64_t)conf->max_message, 1);
-    s->h = ws_handle_create((apr_size_t)conf->max_queue);
-    /* A pre-cleanup: sub-pools and buckets of c->pool are still there when it runs. */
-    apr_pool_pre_cleanup_register(c->pool, s, ws_session_cleanup);
+    s->h = ws_handle_create(s, (apr_size_t)conf->max_queue);
     if (!s->h) {
+        ws_parser_free(&s->parser);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    /* A pre-cleanup: sub-pools and buckets of c->pool are still there when it runs. */
+    apr_pool_pre_cleanup_register(c->pool, s, ws_session_cleanup);
+    ws_io_acquire(s->h);
+    ws_registry_add(s->h);
 
     memset(&req, 0, sizeof(req));
     req.size = sizeof(req);
@@ -1192,10 +1823,12 @@ static int ws_handler(request_rec *r)
                 status = HTTP_INTERNAL_SERVER_ERROR;
             }
             apr_brigade_cleanup(s->bbout);
+            ws_session_end(s);
             return status;
         }
     }
     s->opened = 1;
+    apr_atomic_inc32(s->async ? &ws_sessions_async : &ws_sessions_blocking);
 
     ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     apr_table_clear(r->headers_out);
@@ -1211,27 +1844,54 @@ static int ws_handler(request_rec *r)
     /* To the connection's filters: mod_deflate, mod_headers and chunking never see it. */
     ap_send_interim_response(r, 1);
     s->r = NULL;
-    s->state = WS_ST_OPEN;
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WS00036: upgraded %s to plugin %s%s%s",
-                  r->uri, s->inst->p.name, s->protocol ? ", protocol " : "",
-                  s->protocol ? s->protocol : "");
-
+    if (s->state == WS_ST_OPENING) {
+        s->state = WS_ST_OPEN;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WS00036: upgraded %s to plugin %s "
+                  "(%s driver)%s%s", r->uri, s->inst->p.name, s->async ? "async" : "blocking",
+                  s->protocol ? ", protocol " : "", s->protocol ? s->protocol : "");
     if (c->aborted) {
         s->state = WS_ST_DONE;
     }
-    else {
+
+    if (!s->async) {
         ws_run_blocking(s);
+        ws_session_end(s);
+        return OK;
     }
 
-    if (s->inst->p.on_close) {
-        s->inst->p.on_close(s, (int)s->close_code, s->close_reason ? s->close_reason : "");
+    /* Async: hand the connection to the MPM through an immediate re-entry of
+     * process_connection on this thread (see ws_handoff_filter). */
+    ap_set_module_config(c->conn_config, &websocket_module, s);
+    if (s->state != WS_ST_DONE) {
+        /* What on_open sent goes out now: at the handoff nothing may be pending. */
+        if (ws_flush(s) != APR_SUCCESS) {
+            ws_session_end(s);
+            return OK;
+        }
+        s->handoff = 1;
+        s->handoff_filter = ap_add_input_filter_handle(ws_handoff_filter_handle, s, NULL, c);
+        c->clogging_input_filters = 1;
+        c->cs->sense = CONN_SENSE_DEFAULT;
+        /* Keep-alive only once the request is gone: ap_discard_request_body would
+         * otherwise read our frames as a request body. */
+        apr_pool_cleanup_register(r->pool, c, ws_keepalive_after_request,
+                                  apr_pool_cleanup_null);
     }
-    ws_log_session_end(s);
-    ws_handle_detach(s->h);
+    else {
+        ws_flush(s);
+        ws_session_end(s);
+    }
     return OK;
 }
 
 /* ---- module ------------------------------------------------------------------------ */
+
+static void ws_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    ws_child_init_plugins(pchild, s);
+    ws_child_init_drivers(pchild);
+}
 
 static void ws_register_hooks(apr_pool_t *p)
 {
@@ -1240,8 +1900,16 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_post_config(ws_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_test_config(ws_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ws_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     /* First: a WebSocket location answers before mod_dir or the default handler. */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
+    /* Really first: claim our own parked connections before mod_http2's hook peeks at
+     * them (it reads speculatively on connections it has not seen). */
+    ap_hook_process_connection(ws_process_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_pre_close_connection(ws_pre_close_connection, NULL, NULL, APR_HOOK_FIRST);
+    ws_handoff_filter_handle = ap_register_input_filter("WEBSOCKET_HANDOFF",
+                                                        ws_handoff_filter, NULL,
+                                                        AP_FTYPE_CONNECTION);
 }
 
 module AP_MODULE_DECLARE_DATA websocket_module = {
