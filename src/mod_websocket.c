@@ -803,7 +803,7 @@ struct ws_conn {
     conn_rec *c;
     request_rec *r;               /* valid during on_open only */
     ws_instance *inst;
-    const ws_dir_conf *conf;      /* from the upgrade request; lives in pconf */
+    const ws_dir_conf *conf;      /* a copy in c->pool of the request's merged config */
     ws_handle *h;
     apr_bucket_brigade *bbin;
     apr_bucket_brigade *bbout;    /* frames not yet passed to the filters */
@@ -1214,9 +1214,18 @@ static apr_time_t ws_timers(ws_conn *s, apr_time_t now)
         return 0;
     }
     if (s->ping_sent && now - s->ping_sent >= interval) {
-        /* Documented: no frame at all for a ping interval after our ping. */
-        ws_send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
-        return s->close_deadline;
+        if (s->out_buffered > 0 || s->c->data_in_output_filters) {
+            /* Our ping may still sit behind data the peer has not taken yet: that is
+             * a slow reader, bounded by Timeout on the pending write, not a dead one.
+             * Give it another interval once the output has drained. */
+            s->ping_sent = now;
+        }
+        else {
+            /* Documented: a peer that sends no frame for a whole interval after our
+             * ping reached the socket is closed with 1001 "ping timeout". */
+            ws_send_close(s, WS_CLOSE_GOING_AWAY, "ping timeout");
+            return s->close_deadline;
+        }
     }
     if (!s->ping_sent && now - s->last_input >= interval) {
         ws_out_frame(s, WS_OP_PING, NULL, 0);
@@ -1782,7 +1791,8 @@ static int ws_handler(request_rec *r)
     s->c = c;
     s->r = r;
     s->inst = conf->inst;
-    s->conf = conf;
+    /* The merged per-directory config lives in r->pool, which dies at the handoff. */
+    s->conf = apr_pmemdup(c->pool, conf, sizeof(*conf));
     s->state = WS_ST_OPENING;
     s->start = s->last_input = apr_time_now();
     s->offered = ws_offered_protocols(r);
