@@ -513,6 +513,7 @@ struct ws_handle {
     apr_size_t max_queue;
     int overflow;                 /* a send did not fit: fail with 1008 */
     int close_code;               /* a close was asked for (handle_close, shutdown) */
+    int close_pending;            /* ... and the owner has not acted on it yet */
     char close_reason[124];
     apr_time_t next_timer;        /* when the owner wants to run again (pings, close) */
     int timer_due;                /* the housekeeper found next_timer passed */
@@ -669,7 +670,7 @@ static ws_session *ws_io_acquire(ws_handle *h)
 static int ws_io_release(ws_handle *h, int park, apr_time_t next_timer)
 {
     pthread_mutex_lock(&h->mu);
-    if (park && h->s && (h->head || h->overflow || h->close_code || h->timer_due)) {
+    if (park && h->s && (h->head || h->overflow || h->close_pending || h->timer_due)) {
         pthread_mutex_unlock(&h->mu);
         return 0;
     }
@@ -780,6 +781,7 @@ static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
         return WS_ECLOSED;
     }
     h->close_code = code;
+    h->close_pending = 1;
     apr_cpystrn(h->close_reason, reason ? reason : "", sizeof(h->close_reason));
     ws_handle_wake_locked(h);
     pthread_mutex_unlock(&h->mu);
@@ -1171,7 +1173,8 @@ static void ws_drain_handle(ws_conn *s)
     h->head = h->tail = NULL;
     h->queued = 0;
     overflow = h->overflow;
-    close_code = h->close_code;
+    close_code = h->close_pending ? h->close_code : 0;
+    h->close_pending = 0;
     h->timer_due = 0;
     memcpy(reason, h->close_reason, sizeof(reason));
     pthread_mutex_unlock(&h->mu);
@@ -1460,6 +1463,7 @@ static void ws_async_wake_cb(void *baton)
     pthread_mutex_unlock(&h->mu);
     s = ws_io_acquire(h);
     if (s) {
+        ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, s->c, "wake callback: state=%d", (int)s->state);
         for (;;) {
             apr_time_t next = ws_round(s, 0);
             int pending = s->state != WS_ST_DONE ? ws_write_nonblocking(s) : 0;
@@ -1609,8 +1613,10 @@ static void *APR_THREAD_FUNC ws_housekeeper_main(apr_thread_t *t, void *data)
 static void ws_child_stopping(apr_pool_t *pchild, int graceful)
 {
     ws_handle *h;
-    (void)pchild; (void)graceful;
+    (void)pchild;
     ws_child_stopping_flag = 1;
+    ap_log_error(APLOG_MARK, APLOG_TRACE1, 0, ap_server_conf, "child stopping (graceful=%d)",
+                 graceful);
     pthread_mutex_lock(&ws_reg_mu);
     for (h = ws_reg_head; h; h = h->reg_next) {
         ws_handle_request_close(h, WS_CLOSE_GOING_AWAY, "server shutting down");
