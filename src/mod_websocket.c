@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1646,14 +1647,23 @@ static void ws_child_init_drivers(apr_pool_t *pchild)
     if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS && threads > 2) {
         ws_busy_limit = threads / 2;
     }
-    ws_housekeeper_stop = 0;
-    if (apr_thread_create(&ws_housekeeper, NULL, ws_housekeeper_main, NULL, pchild)
-        != APR_SUCCESS) {
-        ws_housekeeper = NULL;
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "WS00003: cannot start "
-                     "the housekeeping thread: no pings, no close deadlines");
+    /* Only the async driver needs it: the blocking driver times its own poll. */
+    if (ws_mpm_can_waitio) {
+        sigset_t all, old;
+        ws_housekeeper_stop = 0;
+        /* Signals stay with the MPM's threads: prefork and the others run their exit
+         * paths from signal handlers, which must not land on our thread. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        if (apr_thread_create(&ws_housekeeper, NULL, ws_housekeeper_main, NULL, pchild)
+            != APR_SUCCESS) {
+            ws_housekeeper = NULL;
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "WS00003: cannot start "
+                         "the housekeeping thread: no pings, no close deadlines");
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        apr_pool_cleanup_register(pchild, NULL, ws_housekeeper_join, apr_pool_cleanup_null);
     }
-    apr_pool_cleanup_register(pchild, NULL, ws_housekeeper_join, apr_pool_cleanup_null);
 }
 
 /* ---- the opening handshake (RFC 6455 4.2) --------------------------------------- */
@@ -1689,11 +1699,27 @@ static int ws_origin_allowed(request_rec *r, const ws_dir_conf *conf, const char
     if (!port) {
         port = ap_ssl_conn_is_ssl(r->connection) ? 443 : 80;
     }
-    /* Compare host and port; the Origin's scheme only sets its default port, so that
-     * a TLS-terminating proxy in front does not break same-origin pages. */
-    self = apr_psprintf(r->pool, "%s:%u", ws_lower(r->pool, hostname), (unsigned)port);
-    norm = strstr(norm, "://");
-    return norm && strcmp(norm + 3, self) == 0;
+    /* RFC 6454: an origin is scheme, host and port.  The page of a same-origin
+     * ws:// connection was served over http, of a wss:// one over https.  (Behind a
+     * TLS-terminating proxy, list the public origin in WebSocketAllowedOrigins.) */
+    self = apr_psprintf(r->pool, "%s://%s:%u",
+                        ap_ssl_conn_is_ssl(r->connection) ? "https" : "http",
+                        ws_lower(r->pool, hostname), (unsigned)port);
+    return strcmp(norm, self) == 0;
+}
+
+/* 1 if the comma-separated list holds tok, compared without case.  (ap_find_token
+ * also accepts a prefix of tok: "Upgrad" would pass for "upgrade".) */
+static int ws_has_token(const char *list, const char *tok)
+{
+    const char *pos = list, *t;
+    size_t len, toklen = strlen(tok);
+    while (pos && ws_next_token(&pos, &t, &len)) {
+        if (len == toklen && strncasecmp(t, tok, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* The subprotocols the client offered, NULL-terminated. */
@@ -1730,13 +1756,13 @@ static int ws_handshake_status(request_rec *r, const ws_dir_conf *conf)
     }
     /* RFC 6455 4.2.1 (3): Upgrade contains "websocket"; otherwise this is a plain HTTP
      * request to a WebSocket endpoint: say what it takes (RFC 7231 6.5.15). */
-    if (!upgrade || !ap_find_token(r->pool, upgrade, "websocket")) {
+    if (!upgrade || !ws_has_token(upgrade, "websocket")) {
         apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
         apr_table_setn(r->err_headers_out, "Connection", "Upgrade");
         return HTTP_UPGRADE_REQUIRED;
     }
     /* RFC 6455 4.2.1 (4): Connection contains the "Upgrade" token */
-    if (!connection || !ap_find_token(r->pool, connection, "upgrade")) {
+    if (!connection || !ws_has_token(connection, "upgrade")) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00031: handshake refused: "
                       "Connection has no upgrade token");
         return HTTP_BAD_REQUEST;
