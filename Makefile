@@ -74,3 +74,8 @@ check: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# Benchmarks (bench/bench.mk) and fuzzing / sanitizer runs (fuzz/fuzz.mk) keep their
+# targets beside their sources.
+-include bench/bench.mk
+-include fuzz/fuzz.mk
