@@ -43,8 +43,9 @@ extern "C" {
 #define WS_TEXT 1
 #define WS_BINARY 2
 
-/* Send flags (bit mask). */
-#define WS_SEND_NO_COMPRESS 0x1   /* hint: do not compress this message (issue permessage-deflate) */
+/* Send and publish flags (bit mask). */
+#define WS_SEND_NO_COMPRESS 0x1   /* do not compress this message (permessage-deflate) */
+#define WS_PUBLISH_LOCAL 0x2      /* publish: deliver only to this child process's subscribers */
 
 /* Return codes of api functions. */
 #define WS_SUCCESS 0
@@ -154,6 +155,19 @@ typedef struct ws_api {
      * Messages sent through one handle from one thread go out in that order. */
     int (*handle_send)(ws_handle *h, int type, const void *data, size_t len, int flags);
     int (*handle_close)(ws_handle *h, int code, const char *reason);
+
+    /* --- channels (publish/subscribe) --- */
+    /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes).  Subscriptions
+     * end with the connection.  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
+    int (*subscribe)(ws_conn *c, const char *channel);
+    int (*unsubscribe)(ws_conn *c, const char *channel);
+    /* Publish a message to every subscriber of channel: in every child process of this
+     * httpd, and on every server sharing a `WebSocketBackplane redis://...`.  Any thread,
+     * any time.  Messages from one publishing thread arrive in publish order.  A
+     * subscriber whose outbound queue is full is closed with 1008; the others are not
+     * slowed.  flags: WS_PUBLISH_LOCAL keeps it in this child process.  Returns
+     * WS_SUCCESS (queued for delivery), WS_EINVAL or WS_ENOMEM. */
+    int (*publish)(const char *channel, int type, const void *data, size_t len, int flags);
 
     /* Log through httpd's error log (any thread; c may be NULL). */
     void (*log)(ws_conn *c, int level, const char *fmt, ...)

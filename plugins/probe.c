@@ -3,10 +3,15 @@
  *
  * on open: refuses with HTTP NNN if the query has "refuse=NNN"; picks the first offered
  *   subprotocol that the "protocols" setting lists; sends one text message, a JSON object
- *   {"uri","query","user","remote_ip","origin","secure","protocol","x_test"}.
+ *   {"uri","query","user","remote_ip","origin","protocol","x_test","secure","pid"}
+ *   (pid: the httpd child serving the connection).
  * text commands:
  *   close:CODE:REASON   the server closes with CODE and REASON
  *   fail                on_message returns an error: the server closes with 1011
+ *   sub:CHANNEL         subscribe; answers "subscribed:CHANNEL:RV" (RV: api return code)
+ *   unsub:CHANNEL       unsubscribe; answers "unsubscribed:CHANNEL:RV"
+ *   pub:CHANNEL:TEXT    publish TEXT to CHANNEL (every child, every server)
+ *   publocal:CHANNEL:TEXT  publish with WS_PUBLISH_LOCAL (this child only)
  *   flood:N:SIZE        a plugin thread sends N binary messages of SIZE bytes (>= 8)
  *                       through a handle: an 8-byte big-endian sequence number, then
  *                       filler bytes (seq & 0xff); then the text "flood-done:N"
@@ -21,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mod_websocket.h"
 
@@ -155,8 +161,8 @@ static int probe_open(ws_conn *c, const ws_request *req)
     FIELD("protocol", chosen);
     FIELD("x_test", api->request_header(c, "X-Test"));
 #undef FIELD
-    snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "\"secure\":%s}",
-             req->secure ? "true" : "false");
+    snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg), "\"secure\":%s,\"pid\":%ld}",
+             req->secure ? "true" : "false", (long)getpid());
     return api->send(c, WS_TEXT, msg, strlen(msg), 0) == WS_SUCCESS ? 0 : 500;
 }
 
@@ -242,6 +248,25 @@ static int probe_message(ws_conn *c, int type, const void *data, size_t len)
         }
         if (strncmp(cmd, "flood:", 6) == 0) {
             return start_flood(c, cmd + 6);
+        }
+        if (strncmp(cmd, "sub:", 4) == 0 || strncmp(cmd, "unsub:", 6) == 0) {
+            int sub = cmd[0] == 's';
+            int rv = sub ? api->subscribe(c, cmd + 4) : api->unsubscribe(c, cmd + 6);
+            char ack[300];
+            snprintf(ack, sizeof(ack), "%s:%s:%d", sub ? "subscribed" : "unsubscribed",
+                     cmd + (sub ? 4 : 6), rv);
+            api->send(c, WS_TEXT, ack, strlen(ack), 0);
+            return 0;
+        }
+        if (strncmp(cmd, "pub:", 4) == 0 || strncmp(cmd, "publocal:", 9) == 0) {
+            int local = cmd[3] == 'l';
+            char *channel = cmd + (local ? 9 : 4);
+            char *text = strchr(channel, ':');
+            if (text) {
+                *text++ = '\0';
+                api->publish(channel, WS_TEXT, text, strlen(text), local ? WS_PUBLISH_LOCAL : 0);
+            }
+            return 0;
         }
     }
     api->send(c, type, data, len, 0);

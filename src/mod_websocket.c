@@ -48,6 +48,7 @@
 
 #include "mod_websocket.h"
 #include "ws_accept.h"
+#include "ws_backplane.h"
 #include "ws_proto.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -100,6 +101,10 @@ typedef struct ws_dir_conf {
 /* Sections with a WebSocketHandler or WebSocketPluginConfig, for post_config.  In
  * pconf, recreated at each configuration read. */
 static apr_array_header_t *ws_sections;
+
+/* WebSocketBackplane: NULL = embedded (default), "off", or a redis:// URL. */
+static const char *ws_backplane_conf;
+static ws_bp *ws_backplane;            /* this generation's backplane, or NULL (off) */
 
 /* Live counters for /server-status, one slot per child process in anonymous shared
  * memory made by the parent (mod_status does not see parked connections as busy
@@ -380,6 +385,25 @@ static const char *ws_cmd_async_delay(cmd_parms *cmd, void *dconf, const char *a
     return NULL;
 }
 
+static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "embedded")) {
+        ws_backplane_conf = NULL;
+    }
+    else if (!strcasecmp(arg, "off") || !strncasecmp(arg, "redis://", 8)) {
+        ws_backplane_conf = arg;
+    }
+    else {
+        return "WebSocketBackplane: embedded, off or redis://HOST[:PORT][/PREFIX]";
+    }
+    return NULL;
+}
+
 static const command_rec ws_cmds[] = {
     AP_INIT_TAKE12("WebSocketHandler", ws_cmd_handler, NULL, RSRC_CONF | ACCESS_CONF,
                    "PATH.so [INIT_SYMBOL]: the plugin serving WebSocket connections here "
@@ -394,6 +418,10 @@ static const command_rec ws_cmds[] = {
     AP_INIT_ITERATE("WebSocketAllowedOrigins", ws_cmd_origins, NULL, RSRC_CONF | ACCESS_CONF,
                     "origins (scheme://host[:port], 'null' or '*') allowed besides the "
                     "same origin"),
+    AP_INIT_TAKE1("WebSocketBackplane", ws_cmd_backplane, NULL, RSRC_CONF,
+                  "how published channel messages reach other processes: embedded "
+                  "(default: every child of this httpd), off (this child only), or "
+                  "redis://HOST[:PORT][/PREFIX] (every server sharing that Redis)"),
     AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
                   "auto (async on the event MPM, else blocking) or blocking (one thread "
                   "per connection, for debugging)"),
@@ -410,6 +438,8 @@ static int ws_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
 {
     (void)plog; (void)ptemp;
     ws_sections = apr_array_make(pconf, 4, sizeof(ws_dir_conf *));
+    ws_backplane_conf = NULL;
+    ws_backplane = NULL;
     return OK;
 }
 
@@ -448,6 +478,13 @@ static int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "WS00001: %s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!ws_backplane_conf || strcasecmp(ws_backplane_conf, "off") != 0) {
+        ws_backplane = ws_bp_create(pconf, ws_backplane_conf, &err);
+        if (!ws_backplane) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "WS00004: %s", err);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
     if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
         limit = 16;
@@ -512,12 +549,40 @@ static void ws_child_init_plugins(apr_pool_t *pchild, server_rec *s)
 
 /* ---- handles: the part of a connection other threads may touch --------------- */
 
-typedef struct ws_qmsg {
-    struct ws_qmsg *next;
+/* A message body, shared by every queue it sits in (a published message fans out to
+ * many subscribers with one copy). */
+typedef struct ws_payload {
+    apr_uint32_t refs;
     int opcode;
     size_t len;
     unsigned char data[];
+} ws_payload;
+
+typedef struct ws_qmsg {
+    struct ws_qmsg *next;
+    ws_payload *p;
 } ws_qmsg;
+
+static ws_payload *ws_payload_create(int opcode, const void *data, size_t len)
+{
+    ws_payload *p = malloc(sizeof(*p) + len);
+    if (p) {
+        p->refs = 1;
+        p->opcode = opcode;
+        p->len = len;
+        if (len) {
+            memcpy(p->data, data, len);
+        }
+    }
+    return p;
+}
+
+static void ws_payload_release(ws_payload *p)
+{
+    if (p && apr_atomic_dec32(&p->refs) == 0) {
+        free(p);
+    }
+}
 
 typedef struct ws_conn ws_session;
 
@@ -613,6 +678,7 @@ static void ws_qmsg_free_list(ws_qmsg *m)
 {
     while (m) {
         ws_qmsg *next = m->next;
+        ws_payload_release(m->p);
         free(m);
         m = next;
     }
@@ -759,31 +825,22 @@ static int ws_valid_send_args(int type, const void *data, size_t len)
     return 1;
 }
 
-static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t len,
-                              int flags)
+/* Queue a payload (taking a new reference) for the owner of h to send. */
+static int ws_handle_enqueue(ws_handle *h, ws_payload *p)
 {
-    ws_qmsg *m;
-    (void)flags;
-    if (!h || !ws_valid_send_args(type, data, len)) {
-        return WS_EINVAL;
-    }
-    m = malloc(sizeof(*m) + len);
+    ws_qmsg *m = malloc(sizeof(*m));
     if (!m) {
         return WS_ENOMEM;
     }
     m->next = NULL;
-    m->opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
-    m->len = len;
-    if (len) {
-        memcpy(m->data, data, len);
-    }
+    m->p = p;
     pthread_mutex_lock(&h->mu);
     if (!h->s || h->close_code || h->overflow) {
         pthread_mutex_unlock(&h->mu);
         free(m);
         return WS_ECLOSED;
     }
-    if (h->queued + len > h->max_queue) {
+    if (h->queued + p->len > h->max_queue) {
         /* Documented policy: a peer that does not read what it is sent is closed with
          * 1008; the sender learns it now, nothing already queued is lost. */
         h->overflow = 1;
@@ -792,6 +849,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
         free(m);
         return WS_EFULL;
     }
+    apr_atomic_inc32(&p->refs);
     if (h->tail) {
         h->tail->next = m;
     }
@@ -799,10 +857,28 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
         h->head = m;
     }
     h->tail = m;
-    h->queued += len;
+    h->queued += p->len;
     ws_handle_wake_locked(h);
     pthread_mutex_unlock(&h->mu);
     return WS_SUCCESS;
+}
+
+static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t len,
+                              int flags)
+{
+    ws_payload *p;
+    int rv;
+    (void)flags;
+    if (!h || !ws_valid_send_args(type, data, len)) {
+        return WS_EINVAL;
+    }
+    p = ws_payload_create(type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+    if (!p) {
+        return WS_ENOMEM;
+    }
+    rv = ws_handle_enqueue(h, p);
+    ws_payload_release(p);
+    return rv;
 }
 
 static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
@@ -851,6 +927,7 @@ struct ws_conn {
     ap_filter_t *handoff_filter;
     int detached;
     void *user_data;
+    struct ws_sub *subs;          /* this connection's channel subscriptions */
     const char *protocol;
     const char *const *offered;
     int opened;                   /* on_open accepted: on_close is owed */
@@ -1075,6 +1152,207 @@ static void ws_api_log(ws_conn *s, int level, const char *fmt, ...)
     }
 }
 
+/* ---- channels: publish/subscribe ------------------------------------------------- */
+
+/*
+ * Per child: channel name -> subscribers, in a hash table under one read-write lock.
+ * Subscribing and unsubscribing (I/O threads) write; delivery (the backplane's reader
+ * threads) reads, and queues one shared payload to every subscriber's handle.  The
+ * backplane carries every publish to every child, this child included, so local and
+ * remote subscribers see one order.
+ */
+#define WS_CHANNEL_MAX 200
+#define WS_CHANNEL_BUCKETS 1024
+
+typedef struct ws_sub {
+    struct ws_sub *prev, *next;   /* in the channel's subscriber list */
+    struct ws_sub *conn_next;     /* in the connection's list */
+    struct ws_channel *ch;
+    ws_handle *h;                 /* a reference */
+} ws_sub;
+
+typedef struct ws_channel {
+    struct ws_channel *next;      /* hash chain */
+    ws_sub *subs;
+    size_t len;
+    char name[];
+} ws_channel;
+
+static pthread_rwlock_t ws_chan_lock = PTHREAD_RWLOCK_INITIALIZER;
+static ws_channel *ws_chan_table[WS_CHANNEL_BUCKETS];
+
+static unsigned ws_chan_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;          /* FNV-1a */
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h = (h ^ (unsigned char)name[i]) * 16777619u;
+    }
+    return h % WS_CHANNEL_BUCKETS;
+}
+
+static ws_channel **ws_chan_slot(const char *name, size_t len)
+{
+    ws_channel **pp = &ws_chan_table[ws_chan_hash(name, len)];
+    while (*pp && !((*pp)->len == len && memcmp((*pp)->name, name, len) == 0)) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+static int ws_channel_name_ok(const char *channel)
+{
+    size_t len = channel ? strlen(channel) : 0;
+    return len > 0 && len <= WS_CHANNEL_MAX;
+}
+
+static int ws_api_subscribe(ws_conn *s, const char *channel)
+{
+    ws_channel **slot, *ch;
+    ws_sub *sub;
+    size_t len;
+    if (!s || !ws_channel_name_ok(channel)) {
+        return WS_EINVAL;
+    }
+    if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
+        return WS_ECLOSED;
+    }
+    len = strlen(channel);
+    for (sub = s->subs; sub; sub = sub->conn_next) {
+        if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
+            return WS_SUCCESS;          /* already */
+        }
+    }
+    sub = calloc(1, sizeof(*sub));
+    if (!sub) {
+        return WS_ENOMEM;
+    }
+    pthread_rwlock_wrlock(&ws_chan_lock);
+    slot = ws_chan_slot(channel, len);
+    ch = *slot;
+    if (!ch) {
+        ch = calloc(1, sizeof(*ch) + len + 1);
+        if (!ch) {
+            pthread_rwlock_unlock(&ws_chan_lock);
+            free(sub);
+            return WS_ENOMEM;
+        }
+        ch->len = len;
+        memcpy(ch->name, channel, len);
+        *slot = ch;
+    }
+    sub->ch = ch;
+    sub->h = s->h;
+    ws_handle_retain(s->h);
+    sub->next = ch->subs;
+    if (ch->subs) {
+        ch->subs->prev = sub;
+    }
+    ch->subs = sub;
+    pthread_rwlock_unlock(&ws_chan_lock);
+    sub->conn_next = s->subs;
+    s->subs = sub;
+    return WS_SUCCESS;
+}
+
+/* Unlink sub (with the write lock held); frees the channel when it empties. */
+static void ws_sub_unlink_locked(ws_sub *sub)
+{
+    ws_channel *ch = sub->ch;
+    if (sub->prev) {
+        sub->prev->next = sub->next;
+    }
+    else {
+        ch->subs = sub->next;
+    }
+    if (sub->next) {
+        sub->next->prev = sub->prev;
+    }
+    if (!ch->subs) {
+        ws_channel **slot = ws_chan_slot(ch->name, ch->len);
+        *slot = ch->next;
+        free(ch);
+    }
+}
+
+static int ws_api_unsubscribe(ws_conn *s, const char *channel)
+{
+    ws_sub **pp;
+    size_t len;
+    if (!s || !ws_channel_name_ok(channel)) {
+        return WS_EINVAL;
+    }
+    len = strlen(channel);
+    for (pp = &s->subs; *pp; pp = &(*pp)->conn_next) {
+        ws_sub *sub = *pp;
+        if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
+            *pp = sub->conn_next;
+            pthread_rwlock_wrlock(&ws_chan_lock);
+            ws_sub_unlink_locked(sub);
+            pthread_rwlock_unlock(&ws_chan_lock);
+            ws_handle_release(sub->h);
+            free(sub);
+            return WS_SUCCESS;
+        }
+    }
+    return WS_SUCCESS;
+}
+
+/* The connection is over: drop all its subscriptions. */
+static void ws_unsubscribe_all(ws_conn *s)
+{
+    ws_sub *sub = s->subs;
+    if (!sub) {
+        return;
+    }
+    pthread_rwlock_wrlock(&ws_chan_lock);
+    for (; sub; sub = sub->conn_next) {
+        ws_sub_unlink_locked(sub);
+    }
+    pthread_rwlock_unlock(&ws_chan_lock);
+    while ((sub = s->subs) != NULL) {
+        s->subs = sub->conn_next;
+        ws_handle_release(sub->h);
+        free(sub);
+    }
+}
+
+/* Deliver a published message to this child's subscribers (backplane threads, or the
+ * publisher itself for WS_PUBLISH_LOCAL). */
+static void ws_deliver(void *baton, const char *channel, size_t channel_len, int opcode,
+                       const unsigned char *data, size_t len)
+{
+    ws_channel *ch;
+    ws_payload *p = NULL;
+    (void)baton;
+    pthread_rwlock_rdlock(&ws_chan_lock);
+    ch = *ws_chan_slot(channel, channel_len);
+    if (ch && (p = ws_payload_create(opcode, data, len)) != NULL) {
+        ws_sub *sub;
+        for (sub = ch->subs; sub; sub = sub->next) {
+            /* A full queue closes that subscriber with 1008; the others go on. */
+            ws_handle_enqueue(sub->h, p);
+        }
+    }
+    pthread_rwlock_unlock(&ws_chan_lock);
+    ws_payload_release(p);
+}
+
+static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
+                          int flags)
+{
+    int opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
+    if (!ws_channel_name_ok(channel) || !ws_valid_send_args(type, data, len)) {
+        return WS_EINVAL;
+    }
+    if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
+        ws_deliver(NULL, channel, strlen(channel), opcode, data, len);
+        return WS_SUCCESS;
+    }
+    return ws_bp_publish(ws_backplane, channel, strlen(channel), opcode, data, len) == 0
+           ? WS_SUCCESS : WS_ENOMEM;
+}
+
 static const ws_api ws_the_api = {
     WS_ABI_VERSION,
     sizeof(ws_api),
@@ -1090,6 +1368,9 @@ static const ws_api ws_the_api = {
     ws_handle_release,
     ws_api_handle_send,
     ws_api_handle_close,
+    ws_api_subscribe,
+    ws_api_unsubscribe,
+    ws_api_publish,
     ws_api_log,
 };
 
@@ -1213,7 +1494,7 @@ static void ws_drain_handle(ws_conn *s)
 
     for (m = list; m; m = m->next) {
         if (s->state == WS_ST_OPEN) {
-            ws_out_frame(s, (unsigned)m->opcode, m->data, m->len);
+            ws_out_frame(s, (unsigned)m->p->opcode, m->p->data, m->p->len);
             s->msgs_out++;
             if (!s->async && s->out_buffered >= WS_FLUSH_AT && ws_flush(s) != APR_SUCCESS) {
                 s->state = WS_ST_DONE;
@@ -1409,6 +1690,7 @@ static void ws_session_end(ws_conn *s)
             apr_atomic_add64(&ws_stats->msgs_out, s->msgs_out);
         }
     }
+    ws_unsubscribe_all(s);
     ws_parser_free(&s->parser);
     pthread_mutex_lock(&h->mu);
     h->s = NULL;
@@ -2039,6 +2321,9 @@ static int ws_status_hook(request_rec *r, int flags)
 static void ws_child_init(apr_pool_t *pchild, server_rec *s)
 {
     ws_stats_claim(pchild);
+    if (ws_backplane) {
+        ws_bp_child_init(ws_backplane, pchild, ws_deliver, NULL);
+    }
     ws_child_init_plugins(pchild, s);
     ws_child_init_drivers(pchild);
 }

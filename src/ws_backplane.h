@@ -1,0 +1,38 @@
+/*
+ * ws_backplane.h - carries published channel messages to every child process of this
+ * httpd (embedded: a ring in shared memory made by the parent) and, with
+ * `WebSocketBackplane redis://HOST:PORT[/PREFIX]`, to every server sharing a Redis.
+ *
+ * The backplane knows nothing of connections: each child hands it a delivery function,
+ * which its reader threads call for every message, in order, on one thread per source
+ * (the ring reader; the Redis subscriber).  mod_websocket.c maps channels to subscribers.
+ */
+#ifndef WS_BACKPLANE_H
+#define WS_BACKPLANE_H
+
+#include "httpd.h"
+#include "apr_pools.h"
+
+typedef struct ws_bp ws_bp;
+
+/* Called on a backplane thread for every message; data is valid during the call. */
+typedef void (*ws_bp_deliver_fn)(void *baton, const char *channel, size_t channel_len,
+                                 int opcode, const unsigned char *data, size_t len);
+
+#define WS_BP_RING_SIZE (8 * 1024 * 1024)   /* embedded ring; a message may use half */
+
+/* In the parent (post_config): make the ring for this configuration generation.
+ * redis_url is NULL for the embedded backplane alone.  Returns NULL with *err set on
+ * failure. */
+ws_bp *ws_bp_create(apr_pool_t *pconf, const char *redis_url, const char **err);
+
+/* In each child: start the reader thread (and the Redis threads); stopped and joined
+ * by a pchild cleanup. */
+void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *baton);
+
+/* Any thread: publish to every child (and every server with Redis).  Returns 0, or -1
+ * if the message is too large for the ring or memory ran out. */
+int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
+                  const void *data, size_t len);
+
+#endif
