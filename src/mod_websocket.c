@@ -49,6 +49,7 @@
 #include "mod_websocket.h"
 #include "ws_accept.h"
 #include "ws_backplane.h"
+#include "ws_deflate.h"
 #include "ws_proto.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -96,6 +97,18 @@ typedef struct ws_dir_conf {
     int ping_interval_set;
     apr_interval_time_t async_delay;
     int async_delay_set;
+    int compression;                  /* permessage-deflate (RFC 7692) */
+    int compression_set;
+    int comp_threshold;               /* smaller messages go out uncompressed */
+    int comp_threshold_set;
+    int comp_window_bits;             /* largest window, both directions, 8..15 */
+    int comp_window_bits_set;
+    int comp_mem_level;
+    int comp_mem_level_set;
+    int comp_level;
+    int comp_level_set;
+    int comp_takeover;                /* 0: ask clients for client_no_context_takeover */
+    int comp_takeover_set;
 } ws_dir_conf;
 
 /* Sections with a WebSocketHandler or WebSocketPluginConfig, for post_config.  In
@@ -129,6 +142,12 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_queue = WS_DEFAULT_MAX_QUEUE;
     conf->ping_interval = WS_DEFAULT_PING_INTERVAL;
     conf->async_delay = WS_DEFAULT_ASYNC_DELAY;
+    conf->compression = 1;
+    conf->comp_threshold = 64;
+    conf->comp_window_bits = 15;
+    conf->comp_mem_level = 8;
+    conf->comp_level = 1;
+    conf->comp_takeover = 1;
     return conf;
 }
 
@@ -160,6 +179,12 @@ static void *ws_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     WS_MERGE(driver);
     WS_MERGE(ping_interval);
     WS_MERGE(async_delay);
+    WS_MERGE(compression);
+    WS_MERGE(comp_threshold);
+    WS_MERGE(comp_window_bits);
+    WS_MERGE(comp_mem_level);
+    WS_MERGE(comp_level);
+    WS_MERGE(comp_takeover);
 #undef WS_MERGE
     return conf;
 }
@@ -385,6 +410,39 @@ static const char *ws_cmd_async_delay(cmd_parms *cmd, void *dconf, const char *a
     return NULL;
 }
 
+/* An integer directive stored at the offset given in cmd->info (set flag right after). */
+static const char *ws_cmd_int(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    int *field = (int *)((char *)dconf + (size_t)(uintptr_t)cmd->info);
+    int lo = 0, hi = 1 << 30;
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!strcmp(cmd->cmd->name, "WebSocketCompressionWindowBits")) {
+        lo = 8, hi = 15;
+    }
+    else if (!strcmp(cmd->cmd->name, "WebSocketCompressionMemLevel")) {
+        lo = 1, hi = 9;
+    }
+    else if (!strcmp(cmd->cmd->name, "WebSocketCompressionLevel")) {
+        lo = 0, hi = 9;
+    }
+    if (*end || end == arg || v < lo || v > hi) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number from %d to %d",
+                            cmd->cmd->name, arg, lo, hi);
+    }
+    field[0] = (int)v;
+    field[1] = 1;       /* the _set flag follows each field */
+    return NULL;
+}
+
+static const char *ws_cmd_flag(cmd_parms *cmd, void *dconf, int on)
+{
+    int *field = (int *)((char *)dconf + (size_t)(uintptr_t)cmd->info);
+    field[0] = on;
+    field[1] = 1;
+    return NULL;
+}
+
 static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -422,6 +480,27 @@ static const command_rec ws_cmds[] = {
                   "how published channel messages reach other processes: embedded "
                   "(default: every child of this httpd), off (this child only), or "
                   "redis://HOST[:PORT][/PREFIX] (every server sharing that Redis)"),
+    AP_INIT_FLAG("WebSocketCompression", ws_cmd_flag,
+                 (void *)APR_OFFSETOF(ws_dir_conf, compression), RSRC_CONF | ACCESS_CONF,
+                 "negotiate permessage-deflate (RFC 7692) when the client offers it "
+                 "(default on)"),
+    AP_INIT_TAKE1("WebSocketCompressionThreshold", ws_cmd_int,
+                  (void *)APR_OFFSETOF(ws_dir_conf, comp_threshold), RSRC_CONF | ACCESS_CONF,
+                  "messages smaller than this many bytes are sent uncompressed (default 64)"),
+    AP_INIT_TAKE1("WebSocketCompressionWindowBits", ws_cmd_int,
+                  (void *)APR_OFFSETOF(ws_dir_conf, comp_window_bits), RSRC_CONF | ACCESS_CONF,
+                  "largest LZ77 window, 8-15, in both directions (default 15; the "
+                  "inflate window a connection keeps is 2^N bytes)"),
+    AP_INIT_TAKE1("WebSocketCompressionMemLevel", ws_cmd_int,
+                  (void *)APR_OFFSETOF(ws_dir_conf, comp_mem_level), RSRC_CONF | ACCESS_CONF,
+                  "zlib memLevel for compression, 1-9 (default 8)"),
+    AP_INIT_TAKE1("WebSocketCompressionLevel", ws_cmd_int,
+                  (void *)APR_OFFSETOF(ws_dir_conf, comp_level), RSRC_CONF | ACCESS_CONF,
+                  "zlib compression level, 0-9 (default 1: fastest)"),
+    AP_INIT_FLAG("WebSocketCompressionContextTakeover", ws_cmd_flag,
+                 (void *)APR_OFFSETOF(ws_dir_conf, comp_takeover), RSRC_CONF | ACCESS_CONF,
+                 "let clients keep their compression context between messages (default "
+                 "on; costs an inflate window per connection); the server never keeps one"),
     AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
                   "auto (async on the event MPM, else blocking) or blocking (one thread "
                   "per connection, for debugging)"),
@@ -554,6 +633,7 @@ static void ws_child_init_plugins(apr_pool_t *pchild, server_rec *s)
 typedef struct ws_payload {
     apr_uint32_t refs;
     int opcode;
+    int flags;                    /* WS_SEND_* */
     size_t len;
     unsigned char data[];
 } ws_payload;
@@ -568,6 +648,7 @@ static ws_payload *ws_payload_create(int opcode, const void *data, size_t len)
     ws_payload *p = malloc(sizeof(*p) + len);
     if (p) {
         p->refs = 1;
+        p->flags = 0;
         p->opcode = opcode;
         p->len = len;
         if (len) {
@@ -868,7 +949,6 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
 {
     ws_payload *p;
     int rv;
-    (void)flags;
     if (!h || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
@@ -876,6 +956,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
     if (!p) {
         return WS_ENOMEM;
     }
+    p->flags = flags;
     rv = ws_handle_enqueue(h, p);
     ws_payload_release(p);
     return rv;
@@ -920,6 +1001,7 @@ struct ws_conn {
     apr_bucket_brigade *bbtmp;
     apr_off_t out_buffered;       /* bytes in bbout */
     ws_parser parser;
+    ws_pmd *pmd;                  /* permessage-deflate state, if negotiated */
     ws_state state;
     int async;                    /* driven by the MPM (event), not by a held thread */
     int handoff;                  /* async: the handler returned holding I/O ownership */
@@ -947,12 +1029,13 @@ struct ws_conn {
  * of a partial frame, so an idle connection holds no read buffer. */
 static __thread unsigned char ws_rbuf[WS_READ_SIZE];
 
-/* Append one frame to bbout.  Small frames share 8 KB heap buckets (one writev for many
- * messages); large payloads get a bucket of their own. */
-static void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t len)
+/* Append one frame to bbout (the data is copied).  Small frames share 8 KB heap buckets
+ * (one writev for many messages); large payloads get a bucket of their own. */
+static void ws_out_frame_rsv(ws_conn *s, unsigned rsv, unsigned opcode, const void *data,
+                             size_t len)
 {
     uint8_t hdr[WS_FRAME_HEADER_MAX];
-    size_t hlen = ws_frame_header(hdr, 1, 0, opcode, len, NULL);
+    size_t hlen = ws_frame_header(hdr, 1, rsv, opcode, len, NULL);
     apr_brigade_write(s->bbout, NULL, NULL, (const char *)hdr, hlen);
     if (len <= 4096) {
         if (len) {
@@ -965,6 +1048,27 @@ static void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t l
     }
     s->out_buffered += (apr_off_t)(hlen + len);
     s->bytes_out += hlen + len;
+}
+
+static void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t len)
+{
+    ws_out_frame_rsv(s, 0, opcode, data, len);
+}
+
+/* A data message, compressed when permessage-deflate was agreed, the message is worth
+ * it and the sender did not say otherwise (RFC 7692 6: RSV1 on the first frame). */
+static void ws_out_message(ws_conn *s, unsigned opcode, const void *data, size_t len,
+                           int flags)
+{
+    const uint8_t *z;
+    size_t zlen;
+    if (s->pmd && !(flags & WS_SEND_NO_COMPRESS)
+        && len >= (size_t)s->conf->comp_threshold
+        && ws_pmd_compress(s->pmd, data, len, &z, &zlen) == WS_OK) {
+        ws_out_frame_rsv(s, WS_RSV1, opcode, z, zlen);
+        return;
+    }
+    ws_out_frame(s, opcode, data, len);
 }
 
 /* Blocking write of everything in bbout (blocking driver, and the last close frame). */
@@ -1065,7 +1169,6 @@ static void ws_fail(ws_conn *s, unsigned code, const char *reason)
 
 static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int flags)
 {
-    (void)flags;
     if (!s || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
@@ -1076,7 +1179,7 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         return WS_EFULL;
     }
-    ws_out_frame(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
+    ws_out_message(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len, flags);
     s->msgs_out++;
     /* The blocking driver writes as it goes; the async one never blocks here. */
     if (!s->async && s->state == WS_ST_OPEN && s->out_buffered >= WS_FLUSH_AT) {
@@ -1379,17 +1482,36 @@ static const ws_api ws_the_api = {
 static void ws_on_event(ws_conn *s, const ws_event *ev)
 {
     switch (ev->type) {
-    case WS_EV_MESSAGE:
+    case WS_EV_MESSAGE: {
+        const uint8_t *data = ev->data;
+        size_t len = ev->len;
         s->msgs_in++;
         if (s->state != WS_ST_OPEN) {
             return;     /* RFC 6455 1.4: after our close, data may still arrive; drop it */
         }
+        if (!ev->compressed && (apr_off_t)len > s->conf->max_message) {
+            ws_fail(s, WS_CLOSE_TOO_BIG, ws_error_text(WS_ERR_TOO_BIG));
+            return;
+        }
+        if (ev->compressed) {
+            /* RFC 7692 7.2.2; the size limit applies to what comes out (a small bomb
+             * never costs more than WebSocketMaxMessageSize), text is checked as it
+             * comes out (RFC 6455 8.1). */
+            int rv = ws_pmd_decompress(s->pmd, ev->data, ev->len,
+                                       (size_t)s->conf->max_message,
+                                       ev->opcode == WS_OP_TEXT, &data, &len);
+            if (rv != WS_OK) {
+                ws_fail(s, ws_error_close_code(rv), ws_error_text(rv));
+                return;
+            }
+        }
         if (s->inst->p.on_message
             && s->inst->p.on_message(s, ev->opcode == WS_OP_TEXT ? WS_TEXT : WS_BINARY,
-                                     ev->data, ev->len) != 0) {
+                                     data, len) != 0) {
             ws_fail(s, WS_CLOSE_INTERNAL, "plugin error");
         }
         break;
+    }
     case WS_EV_PING:
         /* RFC 6455 5.5.2: answer with a pong carrying the same data, unless closing */
         if (!s->close_sent) {
@@ -1494,7 +1616,7 @@ static void ws_drain_handle(ws_conn *s)
 
     for (m = list; m; m = m->next) {
         if (s->state == WS_ST_OPEN) {
-            ws_out_frame(s, (unsigned)m->p->opcode, m->p->data, m->p->len);
+            ws_out_message(s, (unsigned)m->p->opcode, m->p->data, m->p->len, m->p->flags);
             s->msgs_out++;
             if (!s->async && s->out_buffered >= WS_FLUSH_AT && ws_flush(s) != APR_SUCCESS) {
                 s->state = WS_ST_DONE;
@@ -1641,6 +1763,9 @@ static void ws_run_blocking(ws_conn *s)
             continue;
         }
         if (!s->input_pending) {
+            if (s->pmd) {
+                ws_pmd_release(s->pmd);
+            }
             ws_wait(fd, wake_fd, 0, next);
         }
     }
@@ -1654,6 +1779,9 @@ static void ws_run_blocking(ws_conn *s)
 static int ws_async_park(ws_conn *s, int want_write, apr_time_t next)
 {
     conn_rec *c = s->c;
+    if (s->pmd) {
+        ws_pmd_release(s->pmd);     /* an idle connection keeps no output buffers */
+    }
     c->cs->state = CONN_STATE_ASYNC_WAITIO;
     c->cs->sense = want_write ? CONN_SENSE_WANT_WRITE : CONN_SENSE_WANT_READ;
     if (want_write && (!next || next > apr_time_now() + WS_OUT_RETRY)) {
@@ -1692,6 +1820,8 @@ static void ws_session_end(ws_conn *s)
     }
     ws_unsubscribe_all(s);
     ws_parser_free(&s->parser);
+    ws_pmd_destroy(s->pmd);
+    s->pmd = NULL;
     pthread_mutex_lock(&h->mu);
     h->s = NULL;
     ws_qmsg_free_list(h->head);
@@ -1979,7 +2109,7 @@ static void ws_child_init_drivers(apr_pool_t *pchild)
                          "the housekeeping thread: no pings, no close deadlines");
         }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-        apr_pool_cleanup_register(pchild, NULL, ws_housekeeper_join, apr_pool_cleanup_null);
+        apr_pool_pre_cleanup_register(pchild, NULL, ws_housekeeper_join);
     }
 }
 
@@ -2194,6 +2324,32 @@ static int ws_handler(request_rec *r)
 
     ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     apr_table_clear(r->headers_out);
+    if (conf->compression) {
+        /* RFC 7692 5: accept the first acceptable permessage-deflate offer.  The server
+         * never keeps a deflate stream per connection (server_no_context_takeover);
+         * clients may keep theirs unless WebSocketCompressionContextTakeover is off. */
+        ws_pmd_policy policy;
+        ws_pmd_params agreed;
+        char response[WS_PMD_RESPONSE_MAX];
+        ws_pmd_policy_default(&policy);
+        policy.max_window_bits = conf->comp_window_bits;
+        policy.client_max_window_bits = conf->comp_window_bits;
+        policy.mem_level = conf->comp_mem_level;
+        policy.level = conf->comp_level;
+        policy.server_no_context_takeover = 1;
+        policy.client_no_context_takeover = !conf->comp_takeover;
+        if (ws_pmd_negotiate(apr_table_get(r->headers_in, "Sec-WebSocket-Extensions"),
+                             &policy, &agreed, response, sizeof(response))
+            && (s->pmd = ws_pmd_create(&agreed, &policy)) != NULL) {
+            apr_table_set(r->headers_out, "Sec-WebSocket-Extensions", response);
+            s->parser.allowed_rsv = WS_RSV1;
+            /* Incompressible data grows a little when deflated: the parser bounds wire
+             * bytes with some slack, the real limit is checked after inflating (and
+             * for uncompressed messages in ws_on_event). */
+            s->parser.max_message = (uint64_t)conf->max_message
+                                    + (uint64_t)conf->max_message / 16 + 1024;
+        }
+    }
     apr_table_setn(r->headers_out, "Upgrade", "websocket");
     apr_table_setn(r->headers_out, "Connection", "Upgrade");
     apr_table_set(r->headers_out, "Sec-WebSocket-Accept", accept);

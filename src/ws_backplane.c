@@ -464,7 +464,8 @@ void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *
         apr_thread_create(&bp->redis_pub, NULL, ws_redis_publisher, bp, pchild);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    apr_pool_cleanup_register(pchild, bp, ws_bp_child_stop, apr_pool_cleanup_null);
+    /* A pre-cleanup: the threads live in sub-pools of pchild, gone by plain cleanups. */
+    apr_pool_pre_cleanup_register(pchild, bp, ws_bp_child_stop);
 }
 
 int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode,

@@ -40,6 +40,7 @@ static const struct {
     { WS_ERR_PROTOCOL, WS_CLOSE_PROTOCOL,     "protocol error" },
     { WS_ERR_UTF8,     WS_CLOSE_INVALID_DATA, "invalid UTF-8" },
     { WS_ERR_TOO_BIG,  WS_CLOSE_TOO_BIG,      "message too big" },
+    { WS_ERR_INFLATE,  WS_CLOSE_INVALID_DATA, "invalid compressed data" },
     { WS_ERR_NOMEM,    WS_CLOSE_INTERNAL,     "out of memory" },
 };
 #define WS_NERRORS (sizeof(ws_errors) / sizeof(ws_errors[0]))

@@ -25,6 +25,7 @@ enum {
     WS_ERR_PROTOCOL = -200,  /* close 1002 */
     WS_ERR_UTF8 = -201,      /* close 1007: invalid UTF-8 in a text message or close reason */
     WS_ERR_TOO_BIG = -202,   /* close 1009: message larger than max_message */
+    WS_ERR_INFLATE = -203,   /* close 1007: compressed data that does not inflate (RFC 7692 7.2.2) */
     WS_ERR_NOMEM = -500      /* close 1011 */
 };
 

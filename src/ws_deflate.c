@@ -1,0 +1,880 @@
+/*
+ * ws_deflate.c - permessage-deflate (RFC 7692): negotiation, compression and bounded
+ * decompression.  See ws_deflate.h for the contracts.
+ *
+ * Notes beyond the header's comments:
+ *
+ *  - zlib and window bits 8.  Raw deflate refuses windowBits 8 (zlib >= 1.2.9 returns
+ *    Z_STREAM_ERROR; older versions silently used 9, which is wrong on the wire).
+ *    When the agreed server window is 8 we deflate with windowBits 9 and the Z_RLE
+ *    strategy: its only matches have distance 1, which any window holds, so the
+ *    stream is valid for a 256-byte window (RFC 7692 7.1.2.1) and still compresses
+ *    runs.  Raw inflate does accept 8, but we inflate with at least 9: peers built
+ *    on zlib < 1.2.9 that agreed to 8 really deflate with 9, and a larger inflate
+ *    window accepts everything a smaller one does.
+ *
+ *  - Empty messages.  After one sync flush, deflate() with no input and another sync
+ *    flush returns Z_BUF_ERROR and writes nothing (zlib avoids duplicate flushes), so
+ *    an empty message is answered without zlib: 0x00 is an empty stored block with
+ *    its 00 00 ff ff removed (RFC 7692 7.2.3.6), valid at any point of the stream,
+ *    because deflate leaves the stream byte-aligned after every sync flush.
+ *
+ *  - The end of a message.  Once the 00 00 ff ff tail is inflated, valid data is at
+ *    a block boundary (zlib reports that as bit 128 of data_type), or has ended with
+ *    a BFINAL block (Z_STREAM_END; RFC 7692 7.2.3.4 allows that).  Data that stops
+ *    inside a block is rejected rather than delivered cut short.  Bytes after a
+ *    BFINAL block (at least our own tail) are ignored, as after any DEFLATE stream.
+ *    With context takeover the window survives a BFINAL block: it is read out with
+ *    inflateGetDictionary and put back after inflateReset.
+ *
+ *  - Bombs.  The output buffer grows by doubling but never past max_out; when it is
+ *    full, inflate gets a 1-byte scratch output to learn whether more would come.
+ *    So a message that inflates to 1 GiB costs max_out bytes and stops there.
+ */
+#include "ws_deflate.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+/* The largest chunk handed to zlib at once: its counters are uInt. */
+#define WS_ZCHUNK ((size_t)1 << 30)
+/* The tail removed by the sender and restored by the receiver (RFC 7692 7.2.1/7.2.2). */
+static const uint8_t ws_tail[4] = { 0x00, 0x00, 0xff, 0xff };
+/* An empty message: an empty stored block without its tail (RFC 7692 7.2.3.6). */
+static const uint8_t ws_empty_block[1] = { 0x00 };
+
+/* ---- counting allocator for zlib ------------------------------------------------ */
+
+/* Each block carries its size in front so zfree can subtract it.  The header is as
+ * large as the strictest alignment so the block handed to zlib stays aligned. */
+typedef union {
+    size_t n;
+    long double ld;
+    long long ll;
+    void *p;
+} ws_zhdr;
+
+static voidpf ws_zalloc(voidpf opaque, uInt items, uInt size)
+{
+    size_t *count = opaque;
+    size_t n;
+    ws_zhdr *h;
+
+    if (size != 0 && items > (SIZE_MAX - sizeof(ws_zhdr)) / size)
+        return Z_NULL;
+    n = (size_t)items * size + sizeof(ws_zhdr);
+    h = malloc(n);
+    if (!h)
+        return Z_NULL;
+    h->n = n;
+    *count += n;
+    return h + 1;
+}
+
+static void ws_zfree(voidpf opaque, voidpf addr)
+{
+    size_t *count = opaque;
+    ws_zhdr *h;
+
+    if (!addr)
+        return;
+    h = (ws_zhdr *)addr - 1;
+    *count -= h->n;
+    free(h);
+}
+
+static void ws_zhooks(z_stream *z, size_t *count)
+{
+    memset(z, 0, sizeof(*z));
+    z->zalloc = ws_zalloc;
+    z->zfree = ws_zfree;
+    z->opaque = count;
+}
+
+/* ---- policy and negotiation ----------------------------------------------------- */
+
+void ws_pmd_policy_default(ws_pmd_policy *policy)
+{
+    policy->max_window_bits = 15;
+    policy->client_max_window_bits = 15;
+    policy->mem_level = 8;
+    policy->level = 6;
+    policy->server_no_context_takeover = 0;
+    policy->client_no_context_takeover = 0;
+}
+
+static int ws_clamp(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* RFC 7230 3.2.6: tchar */
+static int ws_tchar(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static const char *ws_ows(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+/* Case-insensitive comparison of s[0..n) with the lower-case literal lit. */
+static int ws_name_is(const char *s, size_t n, const char *lit)
+{
+    size_t i;
+
+    if (strlen(lit) != n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (c != lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* After a syntax error: skip to the next ',' outside a quoted-string, or the end. */
+static const char *ws_skip_element(const char *s)
+{
+    int quoted = 0;
+
+    for (; *s; s++) {
+        if (quoted) {
+            if (*s == '\\' && s[1])
+                s++;
+            else if (*s == '"')
+                quoted = 0;
+        } else if (*s == '"') {
+            quoted = 1;
+        } else if (*s == ',') {
+            break;
+        }
+    }
+    return s;
+}
+
+/* One parameter's value.  Values we care about are 1 or 2 digits, so a longer one
+ * is kept only as "too long" (still invalid, but the element parses on). */
+typedef struct {
+    int present;        /* "=" was there */
+    char v[8];
+    size_t n;
+    int too_long;
+} ws_value;
+
+/* Parse token / quoted-string at *ps into val.  Returns 0 on a syntax error.
+ * RFC 6455 9.1: after unescaping, a quoted-string value must be a token. */
+static int ws_parse_value(const char **ps, ws_value *val)
+{
+    const char *s = *ps;
+    int quoted = (*s == '"');
+    size_t i;
+
+    val->present = 1;
+    val->n = 0;
+    val->too_long = 0;
+    if (quoted) {
+        s++;
+        for (;;) {
+            int c = (unsigned char)*s;
+            if (c == '\0')
+                return 0;                       /* unterminated */
+            if (c == '"') {
+                s++;
+                break;
+            }
+            if (c == '\\') {                    /* RFC 7230 3.2.6: quoted-pair */
+                s++;
+                c = (unsigned char)*s;
+                if (c == '\0')
+                    return 0;
+            }
+            if (val->n < sizeof(val->v))
+                val->v[val->n++] = (char)c;
+            else
+                val->too_long = 1;
+            s++;
+        }
+        if (val->n == 0)
+            return 0;
+        for (i = 0; i < val->n; i++)
+            if (!ws_tchar((unsigned char)val->v[i]))
+                return 0;
+    } else {
+        while (ws_tchar((unsigned char)*s)) {
+            if (val->n < sizeof(val->v))
+                val->v[val->n++] = *s;
+            else
+                val->too_long = 1;
+            s++;
+        }
+        if (val->n == 0)
+            return 0;
+    }
+    *ps = s;
+    return 1;
+}
+
+/* RFC 7692 7.1.2.1/7.1.2.2: 1*DIGIT, a decimal integer without leading zeroes
+ * between 8 and 15 inclusive.  Returns the value or -1. */
+static int ws_window_bits(const ws_value *val)
+{
+    int bits = 0;
+    size_t i;
+
+    if (val->too_long || val->n == 0 || val->n > 2 || val->v[0] == '0')
+        return -1;
+    for (i = 0; i < val->n; i++) {
+        if (val->v[i] < '0' || val->v[i] > '9')
+            return -1;
+        bits = bits * 10 + (val->v[i] - '0');
+    }
+    return bits >= 8 && bits <= 15 ? bits : -1;
+}
+
+/* What one permessage-deflate offer asked for.  -1: parameter absent. */
+typedef struct {
+    int server_nct, client_nct;     /* 0/1 */
+    int server_bits;                /* -1 or 8..15 */
+    int client_bits;                /* -1 absent, 0 present without value, or 8..15 */
+} ws_offer;
+
+/*
+ * Parse the parameters of one element starting after its name.  *ps ends at the ','
+ * or NUL that ends the element.  Returns 1 if the element is a well-formed,
+ * acceptable permessage-deflate offer (when is_pmd), 0 otherwise.
+ */
+static int ws_parse_params(const char **ps, int is_pmd, ws_offer *o)
+{
+    const char *s = *ps;
+    int ok = is_pmd;
+
+    o->server_nct = o->client_nct = 0;
+    o->server_bits = o->client_bits = -1;
+    for (;;) {
+        const char *name;
+        size_t nlen;
+        ws_value val;
+
+        s = ws_ows(s);
+        if (*s == ',' || *s == '\0')
+            break;
+        if (*s != ';')
+            goto syntax;
+        s = ws_ows(s + 1);
+        name = s;
+        while (ws_tchar((unsigned char)*s))
+            s++;
+        nlen = (size_t)(s - name);
+        if (nlen == 0)
+            goto syntax;
+        s = ws_ows(s);
+        val.present = 0;
+        val.n = 0;
+        val.too_long = 0;
+        if (*s == '=') {
+            s = ws_ows(s + 1);
+            if (!ws_parse_value(&s, &val))
+                goto syntax;
+        }
+        if (!is_pmd || !ok)
+            continue;               /* keep parsing only to find the element's end */
+
+        /* RFC 7692 7: decline an offer with a parameter not defined for offers, an
+         * invalid value, or two parameters of the same name. */
+        if (ws_name_is(name, nlen, "server_no_context_takeover")) {
+            /* RFC 7692 7.1.1.1: this parameter has no value */
+            if (o->server_nct || val.present)
+                ok = 0;
+            o->server_nct = 1;
+        } else if (ws_name_is(name, nlen, "client_no_context_takeover")) {
+            /* RFC 7692 7.1.1.2: this parameter has no value */
+            if (o->client_nct || val.present)
+                ok = 0;
+            o->client_nct = 1;
+        } else if (ws_name_is(name, nlen, "server_max_window_bits")) {
+            /* RFC 7692 7.1.2.1: a value is required */
+            int b = val.present ? ws_window_bits(&val) : -1;
+            if (o->server_bits != -1 || b < 0)
+                ok = 0;
+            o->server_bits = b < 0 ? 0 : b;
+        } else if (ws_name_is(name, nlen, "client_max_window_bits")) {
+            /* RFC 7692 7.1.2.2: the value is optional */
+            int b = val.present ? ws_window_bits(&val) : 0;
+            if (o->client_bits != -1 || b < 0)
+                ok = 0;
+            o->client_bits = b < 0 ? 0 : b;
+        } else {
+            ok = 0;
+        }
+    }
+    *ps = s;
+    return ok;
+
+syntax:
+    *ps = ws_skip_element(s);
+    return 0;
+}
+
+/* Append text to the response; returns 0 if it does not fit. */
+static int ws_put(char *out, size_t size, size_t *pos, const char *text)
+{
+    size_t n = strlen(text);
+
+    if (*pos + n + 1 > size)
+        return 0;
+    memcpy(out + *pos, text, n + 1);
+    *pos += n;
+    return 1;
+}
+
+static int ws_put_bits(char *out, size_t size, size_t *pos, const char *name, int bits)
+{
+    char num[4];
+
+    num[0] = '=';
+    if (bits >= 10) {
+        num[1] = '1';
+        num[2] = (char)('0' + bits - 10);
+        num[3] = '\0';
+    } else {
+        num[1] = (char)('0' + bits);
+        num[2] = '\0';
+    }
+    return ws_put(out, size, pos, "; ") && ws_put(out, size, pos, name)
+        && ws_put(out, size, pos, num);
+}
+
+/* Turn an acceptable offer into agreed parameters and the response value. */
+static int ws_accept(const ws_offer *o, const ws_pmd_policy *policy,
+                     ws_pmd_params *agreed, char *out, size_t size)
+{
+    int smax = ws_clamp(policy->max_window_bits, 8, 15);
+    int cmax = ws_clamp(policy->client_max_window_bits, 8, 15);
+    int server_bits_answer = 0;     /* 0: leave out of the response */
+    int client_bits_answer = 0;
+    size_t pos = 0;
+    ws_pmd_params a;
+
+    /* RFC 7692 7.1.1.1: accepting an offer with server_no_context_takeover means
+     * answering with it; the server may also add it on its own. */
+    a.server_no_context_takeover = o->server_nct || policy->server_no_context_takeover;
+
+    /* RFC 7692 7.1.2.1: server_max_window_bits=N in the offer is accepted by
+     * answering the same or a smaller value; the server may also send it unasked. */
+    a.server_max_window_bits = smax;
+    if (o->server_bits > 0 && o->server_bits < smax)
+        a.server_max_window_bits = o->server_bits;
+    if (o->server_bits > 0 || a.server_max_window_bits < 15)
+        server_bits_answer = a.server_max_window_bits;
+
+    /* RFC 7692 7.1.2.2: client_max_window_bits may be answered only if offered, with
+     * a value no larger than the offered one.  Without it the client may use 15. */
+    if (o->client_bits >= 0) {
+        a.client_max_window_bits = cmax;
+        if (o->client_bits > 0 && o->client_bits < cmax)
+            a.client_max_window_bits = o->client_bits;
+        client_bits_answer = a.client_max_window_bits;
+    } else {
+        a.client_max_window_bits = 15;
+    }
+
+    /* RFC 7692 7.1.1.2: the server may answer client_no_context_takeover whether or
+     * not it was offered.  We do when the client offered it (its hint costs us
+     * nothing to confirm and frees our inflate state between messages), when the
+     * policy says so, and when the client's window is larger than we keep. */
+    a.client_no_context_takeover = o->client_nct || policy->client_no_context_takeover
+        || a.client_max_window_bits > cmax;
+
+    if (!ws_put(out, size, &pos, "permessage-deflate"))
+        return 0;
+    if (a.server_no_context_takeover
+        && !ws_put(out, size, &pos, "; server_no_context_takeover"))
+        return 0;
+    if (a.client_no_context_takeover
+        && !ws_put(out, size, &pos, "; client_no_context_takeover"))
+        return 0;
+    if (server_bits_answer
+        && !ws_put_bits(out, size, &pos, "server_max_window_bits", server_bits_answer))
+        return 0;
+    if (client_bits_answer
+        && !ws_put_bits(out, size, &pos, "client_max_window_bits", client_bits_answer))
+        return 0;
+    *agreed = a;
+    return 1;
+}
+
+int ws_pmd_negotiate(const char *header, const ws_pmd_policy *policy,
+                     ws_pmd_params *agreed, char *response, size_t response_size)
+{
+    const char *s = header;
+    ws_pmd_policy def;
+
+    if (response_size)
+        response[0] = '\0';
+    if (!policy) {
+        ws_pmd_policy_default(&def);
+        policy = &def;
+    }
+    if (!s)
+        return 0;
+    /* RFC 6455 9.1: extension-list = 1#extension; RFC 7230 7: empty list elements
+     * are skipped.  RFC 7692 5: the offers are in the client's order of preference,
+     * so the first acceptable one wins. */
+    while (*s) {
+        const char *name;
+        size_t nlen;
+        ws_offer o;
+        int ok;
+
+        s = ws_ows(s);
+        if (*s == ',') {
+            s++;
+            continue;
+        }
+        if (*s == '\0')
+            break;
+        name = s;
+        while (ws_tchar((unsigned char)*s))
+            s++;
+        nlen = (size_t)(s - name);
+        if (nlen == 0) {
+            s = ws_skip_element(s);
+            continue;
+        }
+        ok = ws_parse_params(&s, ws_name_is(name, nlen, "permessage-deflate"), &o);
+        if (ok && ws_accept(&o, policy, agreed, response, response_size))
+            return 1;
+        if (response_size)
+            response[0] = '\0';
+        /* s is at the ',' ending this element, or the end */
+    }
+    return 0;
+}
+
+/* ---- per-connection state -------------------------------------------------------- */
+
+struct ws_pmd {
+    ws_pmd_params p;
+    int level, mem_level;
+    int dbits, strategy;        /* deflateInit2 windowBits and strategy */
+    int ibits;                  /* inflateInit2 windowBits */
+    int def_live, inf_live;     /* def / inf are initialised */
+    int inf_err;                /* sticky decompression error, 0 if none */
+    z_stream def;               /* context-takeover deflate stream */
+    z_stream inf;               /* inflate stream */
+    size_t zmem;                /* bytes zlib holds through ws_zalloc */
+    size_t peak;
+    uint8_t *cbuf;              /* compress output */
+    size_t ccap;
+    uint8_t *dbuf;              /* decompress output */
+    size_t dcap;
+};
+
+static void ws_note_peak(ws_pmd *pmd)
+{
+    size_t now = ws_pmd_memory(pmd);
+    if (now > pmd->peak)
+        pmd->peak = now;
+}
+
+ws_pmd *ws_pmd_create(const ws_pmd_params *agreed, const ws_pmd_policy *policy)
+{
+    ws_pmd_policy def;
+    ws_pmd *pmd;
+
+    if (!policy) {
+        ws_pmd_policy_default(&def);
+        policy = &def;
+    }
+    pmd = calloc(1, sizeof(*pmd));
+    if (!pmd)
+        return NULL;
+    pmd->p = *agreed;
+    pmd->p.server_max_window_bits = ws_clamp(agreed->server_max_window_bits, 8, 15);
+    pmd->p.client_max_window_bits = ws_clamp(agreed->client_max_window_bits, 8, 15);
+    pmd->level = ws_clamp(policy->level, 0, 9);
+    pmd->mem_level = ws_clamp(policy->mem_level, 1, 9);
+    /* zlib cannot deflate with a 256-byte window: see the notes at the top */
+    if (pmd->p.server_max_window_bits == 8) {
+        pmd->dbits = 9;
+        pmd->strategy = Z_RLE;
+    } else {
+        pmd->dbits = pmd->p.server_max_window_bits;
+        pmd->strategy = Z_DEFAULT_STRATEGY;
+    }
+    pmd->ibits = pmd->p.client_max_window_bits < 9 ? 9 : pmd->p.client_max_window_bits;
+    pmd->peak = sizeof(*pmd);
+    return pmd;
+}
+
+static void ws_inflate_end(ws_pmd *pmd)
+{
+    if (pmd->inf_live) {
+        inflateEnd(&pmd->inf);
+        pmd->inf_live = 0;
+    }
+}
+
+void ws_pmd_release(ws_pmd *pmd)
+{
+    if (!pmd)
+        return;
+    free(pmd->cbuf);
+    pmd->cbuf = NULL;
+    pmd->ccap = 0;
+    free(pmd->dbuf);
+    pmd->dbuf = NULL;
+    pmd->dcap = 0;
+}
+
+void ws_pmd_destroy(ws_pmd *pmd)
+{
+    if (!pmd)
+        return;
+    if (pmd->def_live)
+        deflateEnd(&pmd->def);
+    ws_inflate_end(pmd);
+    ws_pmd_release(pmd);
+    free(pmd);
+}
+
+size_t ws_pmd_memory(const ws_pmd *pmd)
+{
+    return pmd ? sizeof(*pmd) + pmd->zmem + pmd->ccap + pmd->dcap : 0;
+}
+
+size_t ws_pmd_memory_peak(const ws_pmd *pmd)
+{
+    return pmd ? pmd->peak : 0;
+}
+
+/* Make *buf at least need bytes, keeping its contents.  need <= limit is the
+ * caller's business.  Returns 0 if out of memory (the old buffer stays). */
+static int ws_grow(ws_pmd *pmd, uint8_t **buf, size_t *cap, size_t need)
+{
+    uint8_t *nb;
+
+    if (need <= *cap)
+        return 1;
+    nb = realloc(*buf, need);
+    if (!nb)
+        return 0;
+    *buf = nb;
+    *cap = need;
+    ws_note_peak(pmd);
+    return 1;
+}
+
+/* ---- the per-thread deflate stream (server_no_context_takeover) ----------------- */
+
+/* With no context takeover, nothing of the deflate stream outlives a message, so one
+ * stream per thread serves every such connection the thread handles; it is only held
+ * within ws_pmd_compress() and left reset (deflateReset keeps the allocations). */
+static __thread struct {
+    z_stream z;
+    int live;
+    int level, bits, mem_level, strategy;
+    size_t mem;
+} ws_tcache;
+
+static z_stream *ws_tcache_get(const ws_pmd *pmd)
+{
+    if (ws_tcache.live && ws_tcache.level == pmd->level && ws_tcache.bits == pmd->dbits
+        && ws_tcache.mem_level == pmd->mem_level && ws_tcache.strategy == pmd->strategy)
+        return &ws_tcache.z;
+    ws_pmd_thread_cache_free();
+    ws_zhooks(&ws_tcache.z, &ws_tcache.mem);
+    if (deflateInit2(&ws_tcache.z, pmd->level, Z_DEFLATED, -pmd->dbits, pmd->mem_level,
+                     pmd->strategy) != Z_OK) {
+        deflateEnd(&ws_tcache.z);      /* harmless on a failed init */
+        return NULL;
+    }
+    ws_tcache.live = 1;
+    ws_tcache.level = pmd->level;
+    ws_tcache.bits = pmd->dbits;
+    ws_tcache.mem_level = pmd->mem_level;
+    ws_tcache.strategy = pmd->strategy;
+    return &ws_tcache.z;
+}
+
+size_t ws_pmd_thread_cache_memory(void)
+{
+    return ws_tcache.mem;
+}
+
+void ws_pmd_thread_cache_free(void)
+{
+    if (ws_tcache.live) {
+        deflateEnd(&ws_tcache.z);
+        ws_tcache.live = 0;
+    }
+}
+
+/* ---- compression (RFC 7692 7.2.1) ------------------------------------------------ */
+
+int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
+                    const uint8_t **out, size_t *out_len)
+{
+    z_stream *z;
+    size_t pos = 0, have = 0, cap;
+    int rc;
+
+    *out = ws_empty_block;
+    *out_len = sizeof(ws_empty_block);
+    /* An empty message: an empty stored block minus its tail (see the notes). */
+    if (len == 0)
+        return WS_OK;
+
+    if (pmd->p.server_no_context_takeover) {
+        /* RFC 7692 7.1.1.1: a new window for every message */
+        z = ws_tcache_get(pmd);
+        if (!z)
+            return WS_ERR_NOMEM;
+    } else {
+        /* RFC 7692 7.2.1: with context takeover the window carries over */
+        if (!pmd->def_live) {
+            ws_zhooks(&pmd->def, &pmd->zmem);
+            rc = deflateInit2(&pmd->def, pmd->level, Z_DEFLATED, -pmd->dbits,
+                              pmd->mem_level, pmd->strategy);
+            ws_note_peak(pmd);
+            if (rc != Z_OK) {
+                deflateEnd(&pmd->def);
+                return WS_ERR_NOMEM;
+            }
+            pmd->def_live = 1;
+        }
+        z = &pmd->def;
+    }
+
+    /* A first guess; text usually compresses 3x or better, and it doubles if not. */
+    cap = len / 2 + 64;
+    if (cap > 65536)
+        cap = 65536;
+    if (!ws_grow(pmd, &pmd->cbuf, &pmd->ccap, cap))
+        goto nomem;
+
+    z->avail_in = 0;
+    for (;;) {
+        int flush;
+        uInt give;
+
+        if (z->avail_in == 0 && pos < len) {
+            size_t n = len - pos < WS_ZCHUNK ? len - pos : WS_ZCHUNK;
+            z->next_in = (Bytef *)(uintptr_t)(in + pos);   /* zlib does not write it */
+            z->avail_in = (uInt)n;
+            pos += n;
+        }
+        /* RFC 7692 7.2.1: sync flush at the end of the message, which ends the
+         * output with an empty stored block, i.e. 00 00 ff ff */
+        flush = pos == len ? Z_SYNC_FLUSH : Z_NO_FLUSH;
+        if (have == pmd->ccap) {
+            size_t ncap = pmd->ccap * 2;
+            if (ncap < pmd->ccap || !ws_grow(pmd, &pmd->cbuf, &pmd->ccap, ncap))
+                goto nomem;
+        }
+        give = pmd->ccap - have < WS_ZCHUNK ? (uInt)(pmd->ccap - have) : (uInt)WS_ZCHUNK;
+        z->next_out = pmd->cbuf + have;
+        z->avail_out = give;
+        rc = deflate(z, flush);
+        have += give - z->avail_out;
+        if (rc != Z_OK && rc != Z_BUF_ERROR)
+            goto nomem;     /* Z_STREAM_ERROR: cannot happen with a sane stream */
+        /* zlib: the flush is complete when deflate leaves output space unused */
+        if (flush == Z_SYNC_FLUSH && z->avail_in == 0 && z->avail_out > 0)
+            break;
+    }
+    z->next_in = Z_NULL;
+    z->next_out = Z_NULL;
+    if (pmd->p.server_no_context_takeover)
+        deflateReset(z);
+
+    /* RFC 7692 7.2.1: remove the 00 00 ff ff the sync flush ended with */
+    if (have < 4 || memcmp(pmd->cbuf + have - 4, ws_tail, 4) != 0)
+        goto nomem;         /* cannot happen: zlib always ends a sync flush so */
+    *out = pmd->cbuf;
+    *out_len = have - 4;
+    return WS_OK;
+
+nomem:
+    /* The stream may hold part of a message the peer will never see. */
+    if (pmd->p.server_no_context_takeover) {
+        ws_pmd_thread_cache_free();
+    } else if (pmd->def_live) {
+        deflateEnd(&pmd->def);
+        pmd->def_live = 0;
+    }
+    *out = ws_empty_block;
+    *out_len = 0;
+    return WS_ERR_NOMEM;
+}
+
+/* ---- decompression (RFC 7692 7.2.2) ---------------------------------------------- */
+
+/* After a BFINAL block with context takeover: start a new stream that still sees the
+ * window (RFC 7692 7.2.3.4 and 7.1.1: the window carries over between messages). */
+static int ws_inflate_restart(ws_pmd *pmd)
+{
+    uInt n = 0;
+    Bytef *dict;
+    int rc;
+
+    if (inflateGetDictionary(&pmd->inf, Z_NULL, &n) != Z_OK)
+        return WS_ERR_NOMEM;
+    dict = malloc(n ? n : 1);
+    if (!dict)
+        return WS_ERR_NOMEM;
+    rc = inflateGetDictionary(&pmd->inf, dict, &n);
+    if (rc == Z_OK)
+        rc = inflateReset(&pmd->inf);
+    if (rc == Z_OK && n)
+        rc = inflateSetDictionary(&pmd->inf, dict, n);
+    free(dict);
+    return rc == Z_OK ? WS_OK : WS_ERR_NOMEM;
+}
+
+static int ws_decompress_fail(ws_pmd *pmd, int err, const uint8_t **out, size_t *out_len)
+{
+    pmd->inf_err = err;
+    ws_inflate_end(pmd);
+    free(pmd->dbuf);
+    pmd->dbuf = NULL;
+    pmd->dcap = 0;
+    *out = ws_empty_block;
+    *out_len = 0;
+    return err;
+}
+
+int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out,
+                      int text, const uint8_t **out, size_t *out_len)
+{
+    z_stream *z = &pmd->inf;
+    size_t limit = max_out ? max_out : SIZE_MAX;
+    size_t pos = 0, have = 0;
+    int tail_given = 0, ended = 0, probing = 0;
+    uint8_t probe;
+    ws_utf8 utf8;
+    int rc;
+
+    *out = ws_empty_block;
+    *out_len = 0;
+    if (pmd->inf_err)
+        return pmd->inf_err;
+    if (!pmd->inf_live) {
+        ws_zhooks(z, &pmd->zmem);
+        rc = inflateInit2(z, -pmd->ibits);
+        ws_note_peak(pmd);
+        if (rc != Z_OK) {
+            inflateEnd(z);
+            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
+        }
+        pmd->inf_live = 1;
+    }
+    ws_utf8_init(&utf8);
+
+    /* A first guess at the size: 4x the input, at most 64 KiB, and then doubling. */
+    {
+        size_t cap = len < 16384 ? len * 4 + 256 : 65536;
+        if (cap > limit)
+            cap = limit;
+        if (cap == 0)
+            cap = 1;        /* limit is >= 1 here; zlib needs a real next_out */
+        if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, cap))
+            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
+    }
+
+    z->avail_in = 0;
+    for (;;) {
+        size_t before = have;
+        uInt give;
+
+        if (z->avail_in == 0) {
+            if (pos < len) {
+                size_t n = len - pos < WS_ZCHUNK ? len - pos : WS_ZCHUNK;
+                z->next_in = (Bytef *)(uintptr_t)(in + pos);
+                z->avail_in = (uInt)n;
+                pos += n;
+            } else if (!tail_given) {
+                /* RFC 7692 7.2.2: append 00 00 ff ff to the payload */
+                z->next_in = (Bytef *)(uintptr_t)ws_tail;
+                z->avail_in = sizeof(ws_tail);
+                tail_given = 1;
+            }
+        }
+        if (have == pmd->dcap && !probing) {
+            if (have >= limit) {
+                /* Full at max_out: ask for one byte more into a scratch byte. */
+                probing = 1;
+            } else {
+                size_t ncap = pmd->dcap * 2;
+                if (ncap < pmd->dcap || ncap > limit)
+                    ncap = limit;
+                if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, ncap))
+                    return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
+            }
+        }
+        if (probing) {
+            z->next_out = &probe;
+            z->avail_out = give = 1;
+        } else {
+            give = pmd->dcap - have < WS_ZCHUNK ? (uInt)(pmd->dcap - have)
+                                                : (uInt)WS_ZCHUNK;
+            z->next_out = pmd->dbuf + have;
+            z->avail_out = give;
+        }
+        rc = inflate(z, Z_SYNC_FLUSH);
+        if (probing) {
+            if (z->avail_out == 0)      /* one byte past max_out (RFC 6455 10.4) */
+                return ws_decompress_fail(pmd, WS_ERR_TOO_BIG, out, out_len);
+        } else {
+            have += give - z->avail_out;
+        }
+        if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT)
+            return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
+        if (rc == Z_MEM_ERROR || rc == Z_STREAM_ERROR)
+            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
+        ws_note_peak(pmd);      /* inflate allocates its window on first output */
+        /* RFC 6455 8.1: text must be UTF-8; fail as soon as it cannot be */
+        if (text && have > before
+            && ws_utf8_feed(&utf8, pmd->dbuf + before, have - before) != WS_OK)
+            return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
+        if (rc == Z_STREAM_END) {
+            ended = 1;          /* a BFINAL block: what follows is not DEFLATE data */
+            break;
+        }
+        /* Z_SYNC_FLUSH gives all the output it can: space left over after the whole
+         * input means the message is done (Z_BUF_ERROR: no progress was possible). */
+        if (tail_given && z->avail_in == 0 && z->avail_out > 0)
+            break;
+    }
+    z->next_in = Z_NULL;
+    z->next_out = Z_NULL;
+
+    /* RFC 7692 7.2.2: with the tail restored, a message ends at a block boundary
+     * (data_type bit 128); anything else is DEFLATE data cut inside a block. */
+    if (!ended && !(z->data_type & 128))
+        return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
+    if (text && !ws_utf8_complete(&utf8))
+        return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
+
+    if (pmd->p.client_no_context_takeover) {
+        /* RFC 7692 7.1.1.2: the client starts every message with an empty window,
+         * so nothing needs keeping: an idle connection holds no inflate state */
+        ws_inflate_end(pmd);
+    } else if (ended) {
+        rc = ws_inflate_restart(pmd);
+        if (rc != WS_OK)
+            return ws_decompress_fail(pmd, rc, out, out_len);
+    }
+    *out = pmd->dbuf;
+    *out_len = have;
+    return WS_OK;
+}
