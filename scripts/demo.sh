@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Run httpd with mod_websocket in the foreground (what `make demo` runs).
+#   scripts/demo.sh [PORT]     http/ws on PORT (default 8080), https/wss on PORT+1
+# The config, logs and a self-signed certificate (made on first run, then kept) live in
+# build/demo/.  Ctrl-C stops it.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+PORT=${1:-8080}
+TLS_PORT=$((PORT + 1))
+DEMO="$ROOT/build/demo"
+PY=/usr/bin/python3
+
+if [ ! -f build/mod_websocket.so ] || [ ! -f build/plugins/echo.so ]; then
+    echo "demo.sh: build/mod_websocket.so or build/plugins/echo.so missing: run 'make' first" >&2
+    exit 1
+fi
+
+locations=(--location /echo=echo)
+for p in chat ticker; do
+    if [ -f "build/plugins/$p.so" ]; then
+        locations+=(--location "/$p=$p")
+    fi
+done
+
+mkdir -p "$DEMO"
+CONF=$("$PY" scripts/genconf.py --dir "$DEMO" --port "$PORT" --tls-port "$TLS_PORT" \
+    --mpm event --scale "${locations[@]}")
+
+# One descriptor per connection in httpd's children: raise the soft limit to the hard one
+# (10,000 connections need more than the usual 1,024).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+"$PY" - "$PORT" "$TLS_PORT" <<'PYEOF'
+import socket, sys
+for p in sys.argv[1:]:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(p)))
+        except OSError as e:
+            sys.exit(f"demo.sh: port {p} is not free ({e.strerror}); try: make demo PORT=N")
+PYEOF
+
+/usr/sbin/apache2 -t -f "$CONF"
+
+cat <<MSG
+
+mod_websocket demo (event MPM), config $CONF
+  http://127.0.0.1:$PORT/          ws://127.0.0.1:$PORT/echo
+  https://127.0.0.1:$TLS_PORT/         wss://127.0.0.1:$TLS_PORT/echo
+MSG
+for p in chat ticker; do
+    if [ -f "build/plugins/$p.so" ]; then
+        echo "  ws://127.0.0.1:$PORT/$p    wss://127.0.0.1:$TLS_PORT/$p"
+    fi
+done
+cat <<MSG
+  (self-signed certificate: $DEMO/server.crt)
+  error log: $DEMO/error.log
+Ctrl-C to stop.
+
+MSG
+
+exec /usr/sbin/apache2 -f "$CONF" -DFOREGROUND
