@@ -225,6 +225,7 @@ class Server:
             return
         self.stopped = True
         if self.proc.poll() is None:
+            idle_conn = self._quiesce()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=STOP_DEADLINE)
@@ -235,17 +236,70 @@ class Server:
                     raise AssertionError(
                         f"httpd did not stop within {STOP_DEADLINE}s of SIGTERM\n"
                         + self.error_log_text()[-4000:])
+            if idle_conn is not None:
+                idle_conn.close()
         leftover = _group_alive(self.proc)
         _kill_group(self.proc)  # a child left behind by a broken parent
         if check:
             assert not leftover, "httpd children still running after the parent exited"
             self.assert_no_crash()
 
+    def _quiesce(self, timeout=5.0):
+        """Before SIGTERM, wait (bounded, best effort) until no worker is inside a
+        connection, and return a keep-alive connection to close only after the stop.
+
+        httpd 2.4's event MPM reads worker_sockets[] in close_worker_sockets() on
+        SIGTERM while a worker that is just closing a connection may already have
+        freed that socket's pool: a race in httpd that crashed children in about 1 of
+        5 stress runs (apr_os_sock_get in the main thread), whenever connections were
+        still closing at SIGTERM (the clients' last ones, or this status check's own).
+        So the check stays on one keep-alive connection, idle in the MPM when the
+        signal comes, and no connection is closing then."""
+        if self.mpm != "event":
+            return None
+        deadline = time.monotonic() + timeout
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        except OSError:
+            return None
+        try:
+            s.settimeout(1)
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                s.sendall(b"GET /server-status?auto HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                data = b""
+                while not _response_complete(data):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return None
+                    data += chunk
+                if not data.startswith(b"HTTP/1.1 200"):
+                    break                               # no mod_status here
+                busy = re.search(rb"BusyWorkers: (\d+)", data)
+                closing = re.search(rb"ConnsAsyncClosing: (\d+)", data)
+                if (busy and int(busy.group(1)) <= 1
+                        and (not closing or int(closing.group(1)) == 0)):
+                    break
+                time.sleep(0.05)  # polling server-status for a state, with a deadline
+        except OSError:
+            pass
+        return s
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.stop(check=exc[0] is None)
+
+
+def _response_complete(data):
+    """All of one HTTP response is in data (chunked or with Content-Length)."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    m = re.search(rb"Content-Length: (\d+)", head, re.I)
+    if m:
+        return len(body) >= int(m.group(1))
+    return body.endswith(b"0\r\n\r\n")
 
 
 def _allow_cores():
