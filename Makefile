@@ -55,13 +55,18 @@ $(BUILD)/test_proto: $(CORE_SRC) $(CORE_HDR) tests/unit/test_proto.c | $(BUILD)
 	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -Isrc $(CORE_SRC) tests/unit/test_proto.c -o $@
 
+$(BUILD)/test_deflate: $(CORE_SRC) $(CORE_HDR) src/ws_deflate.c src/ws_deflate.h tests/unit/test_deflate.c | $(BUILD)
+	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -Isrc src/ws_deflate.c $(CORE_SRC) tests/unit/test_deflate.c -lz -o $@
+
 $(BUILD)/test_accept: src/ws_accept.c src/ws_accept.h tests/unit/test_accept.c | $(BUILD)
 	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -D_GNU_SOURCE $(HTTPD_DEF) -Isrc $(addprefix -I,$(sort $(HTTPD_INC))) src/ws_accept.c tests/unit/test_accept.c \
 	    -laprutil-1 -lapr-1 -o $@
 
-unit: $(BUILD)/test_proto $(BUILD)/test_accept
+unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept
 	$(BUILD)/test_proto
+	$(BUILD)/test_deflate
 	$(BUILD)/test_accept
 
 integration: all

@@ -147,7 +147,7 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->comp_window_bits = 15;
     conf->comp_mem_level = 8;
     conf->comp_level = 1;
-    conf->comp_takeover = 1;
+    conf->comp_takeover = 0;      /* an inflate window per idle connection: opt in */
     return conf;
 }
 
@@ -500,7 +500,8 @@ static const command_rec ws_cmds[] = {
     AP_INIT_FLAG("WebSocketCompressionContextTakeover", ws_cmd_flag,
                  (void *)APR_OFFSETOF(ws_dir_conf, comp_takeover), RSRC_CONF | ACCESS_CONF,
                  "let clients keep their compression context between messages (default "
-                 "on; costs an inflate window per connection); the server never keeps one"),
+                 "off: it costs ~40 KB of inflate window per connection); the server never "
+                 "keeps one"),
     AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
                   "auto (async on the event MPM, else blocking) or blocking (one thread "
                   "per connection, for debugging)"),

@@ -501,7 +501,7 @@ ws_pmd *ws_pmd_create(const ws_pmd_params *agreed, const ws_pmd_policy *policy)
     pmd->p = *agreed;
     pmd->p.server_max_window_bits = ws_clamp(agreed->server_max_window_bits, 8, 15);
     pmd->p.client_max_window_bits = ws_clamp(agreed->client_max_window_bits, 8, 15);
-    pmd->level = ws_clamp(policy->level, 0, 9);
+    pmd->level = policy->level < 0 ? Z_DEFAULT_COMPRESSION : ws_clamp(policy->level, 0, 9);
     pmd->mem_level = ws_clamp(policy->mem_level, 1, 9);
     /* zlib cannot deflate with a 256-byte window: see the notes at the top */
     if (pmd->p.server_max_window_bits == 8) {
@@ -555,6 +555,20 @@ size_t ws_pmd_memory(const ws_pmd *pmd)
 size_t ws_pmd_memory_peak(const ws_pmd *pmd)
 {
     return pmd ? pmd->peak : 0;
+}
+
+/* Output buffers up to this size are kept from one call to the next (a malloc per
+ * message is cheap, but so is keeping a few KiB); bigger ones are dropped at the
+ * next call, so a large message is not pinned until ws_pmd_release(). */
+#define WS_PMD_KEEP ((size_t)64 * 1024)
+
+static void ws_shrink(uint8_t **buf, size_t *cap)
+{
+    if (*cap > WS_PMD_KEEP) {
+        free(*buf);
+        *buf = NULL;
+        *cap = 0;
+    }
 }
 
 /* Make *buf at least need bytes, keeping its contents.  need <= limit is the
@@ -656,6 +670,7 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
     }
 
     /* A first guess; text usually compresses 3x or better, and it doubles if not. */
+    ws_shrink(&pmd->cbuf, &pmd->ccap);
     cap = len / 2 + 64;
     if (cap > 65536)
         cap = 65536;
@@ -768,6 +783,12 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     *out_len = 0;
     if (pmd->inf_err)
         return pmd->inf_err;
+    /* An empty payload is not DEFLATE data (the empty message is 0x00, RFC 7692
+     * 7.2.3.6), but some senders send it for an empty message, and zlib-based
+     * receivers read it as one.  We do too, without touching the stream: inflating
+     * 00 00 ff ff alone would leave it inside a stored block. */
+    if (len == 0)
+        return WS_OK;
     if (!pmd->inf_live) {
         ws_zhooks(z, &pmd->zmem);
         rc = inflateInit2(z, -pmd->ibits);
@@ -781,12 +802,11 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     ws_utf8_init(&utf8);
 
     /* A first guess at the size: 4x the input, at most 64 KiB, and then doubling. */
+    ws_shrink(&pmd->dbuf, &pmd->dcap);
     {
         size_t cap = len < 16384 ? len * 4 + 256 : 65536;
         if (cap > limit)
             cap = limit;
-        if (cap == 0)
-            cap = 1;        /* limit is >= 1 here; zlib needs a real next_out */
         if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, cap))
             return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
     }
@@ -794,6 +814,8 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     z->avail_in = 0;
     for (;;) {
         size_t before = have;
+        /* the usable part of the buffer: a kept buffer may be larger than max_out */
+        size_t room = pmd->dcap < limit ? pmd->dcap : limit;
         uInt give;
 
         if (z->avail_in == 0) {
@@ -809,8 +831,8 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
                 tail_given = 1;
             }
         }
-        if (have == pmd->dcap && !probing) {
-            if (have >= limit) {
+        if (have == room && !probing) {
+            if (room == limit) {
                 /* Full at max_out: ask for one byte more into a scratch byte. */
                 probing = 1;
             } else {
@@ -819,14 +841,14 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
                     ncap = limit;
                 if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, ncap))
                     return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
+                room = pmd->dcap < limit ? pmd->dcap : limit;
             }
         }
         if (probing) {
             z->next_out = &probe;
             z->avail_out = give = 1;
         } else {
-            give = pmd->dcap - have < WS_ZCHUNK ? (uInt)(pmd->dcap - have)
-                                                : (uInt)WS_ZCHUNK;
+            give = room - have < WS_ZCHUNK ? (uInt)(room - have) : (uInt)WS_ZCHUNK;
             z->next_out = pmd->dbuf + have;
             z->avail_out = give;
         }

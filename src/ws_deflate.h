@@ -17,13 +17,14 @@
  * the same code with the server_* and client_* fields of ws_pmd_params swapped.
  *
  * Memory: every byte zlib allocates goes through counting hooks, so ws_pmd_memory()
- * is exact for zlib state plus our buffers.  Streams are created on first use.  With
+ * counts zlib's state exactly, plus our buffers (not malloc's own overhead).  Streams are created on first use.  With
  * client_no_context_takeover the inflate stream is freed after every message; with
  * server_no_context_takeover no deflate stream belongs to the connection at all: one
- * per thread is borrowed for the duration of a call (deflateInit2 costs ~15x a whole
- * small message, deflateReset does not).  Output buffers are freed by
+ * per thread is borrowed for the duration of a call (deflateInit2 + deflateEnd of a
+ * default stream cost ~60 us, several times a small message; deflateReset ~3 us).  Output buffers are freed by
  * ws_pmd_release(), so an idle connection with both no_context_takeover parameters
- * holds only sizeof(ws_pmd).
+ * holds only sizeof(ws_pmd).  Even without ws_pmd_release() a buffer larger than
+ * 64 KiB is dropped at the next call, so a large message is not kept for long.
  *
  * A ws_pmd is not thread-safe: one owner per connection, like the parser.
  */
@@ -35,13 +36,9 @@
 
 #include "ws_proto.h"
 
-/* Error for compressed data that does not inflate (RFC 7692 7.2.2 says to _Fail the
- * WebSocket Connection_).  Map it to close 1007, "invalid frame payload data"
- * (RFC 6455 7.4.1): the payload is inconsistent with the message, as with bad UTF-8.
- * It belongs in ws_proto.h's enum and ws_errors[] table: -203 is unused there. */
-#ifndef WS_ERR_INFLATE
-#define WS_ERR_INFLATE (-203)
-#endif
+/* Errors: those of ws_proto.h.  WS_ERR_INFLATE (close 1007) is compressed data that
+ * does not inflate (RFC 7692 7.2.2: _Fail the WebSocket Connection_; 1007 because the
+ * payload is inconsistent with the message, as with bad UTF-8, RFC 6455 7.4.1). */
 
 /* Server policy, from directives.  Start from ws_pmd_policy_default(). */
 typedef struct ws_pmd_policy {
@@ -53,7 +50,8 @@ typedef struct ws_pmd_policy {
                                  * did not offer client_max_window_bits) and would use
                                  * more is asked for client_no_context_takeover */
     int mem_level;              /* deflateInit2 memLevel 1..9 */
-    int level;                  /* deflate level 0..9 (0 stores, 1 fastest, 9 best) */
+    int level;                  /* deflate level 0..9 (0 stores, 1 fastest, 9 best);
+                                 * -1: zlib's default (6) */
     int server_no_context_takeover; /* 1: always answer server_no_context_takeover */
     int client_no_context_takeover; /* 1: always answer client_no_context_takeover */
 } ws_pmd_policy;
@@ -70,8 +68,8 @@ typedef struct ws_pmd_params {
                                      * (15 when the offer could not limit it) */
 } ws_pmd_params;
 
-/* Enough for the longest response value and its NUL. */
-#define WS_PMD_RESPONSE_MAX 128
+/* Enough for the longest response value (128 characters) and its NUL. */
+#define WS_PMD_RESPONSE_MAX 160
 
 /*
  * Read a Sec-WebSocket-Extensions value (several header lines joined with ", ", as
@@ -104,7 +102,7 @@ void ws_pmd_destroy(ws_pmd *pmd);
  * only if it is sent: once compressed, a message must be sent compressed.
  * *out points into a buffer owned by pmd, valid until the next call on pmd or
  * ws_pmd_release().  An empty message gives the 1-byte payload 0x00.
- * Returns WS_OK, or WS_ERR_NOMEM (pmd is then unusable for compression).
+ * Returns WS_OK, or WS_ERR_NOMEM: nothing to send, fail the connection (1011).
  */
 int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
                     const uint8_t **out, size_t *out_len);
@@ -112,15 +110,19 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
 /*
  * Decompress one whole message (RFC 7692 7.2.2: append 00 00 ff ff, inflate).
  * max_out bounds the result (0: no bound, as the parser's max_message): as soon as
- * one byte more would come out, WS_ERR_TOO_BIG is returned, and the output buffer
- * never grows past max_out bytes.  text != 0 validates the output as UTF-8 while it
+ * one byte more would come out, WS_ERR_TOO_BIG is returned; the output buffer is
+ * never grown past max_out (one of up to 64 KiB kept from an earlier call may be
+ * larger, but no more than max_out bytes are written into it).  text != 0 validates the output as UTF-8 while it
  * is produced (RFC 6455 8.1: fail fast), so the caller need not: the parser skips
  * compressed text messages.
+ * An empty payload is taken as an empty message (see ws_deflate.c).
  * *out points into a buffer owned by pmd, valid until the next call on pmd or
  * ws_pmd_release().  *out is never NULL.
  * Returns WS_OK; WS_ERR_TOO_BIG (close 1009); WS_ERR_UTF8 (1007); WS_ERR_INFLATE
  * (1007): not valid DEFLATE data, or data that stops inside a block, or refers
- * further back than the agreed window; WS_ERR_NOMEM (1011).
+ * back past the data inflated so far (zlib checks distances against the data it
+ * holds, which is at least the agreed window, so a peer deflating with a larger
+ * window than agreed is caught only where it reaches past that); WS_ERR_NOMEM (1011).
  * After an error every later call returns the same error: fail the connection.
  */
 int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out,
