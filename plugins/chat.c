@@ -81,13 +81,16 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
         return 1;
     }
     if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2, cp = s[0] & 0x1f;
+        len = 2;
+        cp = s[0] & 0x1f;
     }
     else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3, cp = s[0] & 0x0f;
+        len = 3;
+        cp = s[0] & 0x0f;
     }
     else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4, cp = s[0] & 0x07;
+        len = 4;
+        cp = s[0] & 0x07;
     }
     else {
         return 0;
@@ -117,7 +120,8 @@ static const char *take_name(char *out, const char *s, size_t len)
     const unsigned char *u = (const unsigned char *)s;
     size_t i, n;
     while (len > 0 && *u == ' ') {
-        u++, len--;
+        u++;
+        len--;
     }
     while (len > 0 && u[len - 1] == ' ') {
         len--;
@@ -169,7 +173,8 @@ static char *json_string(char *out, const char *s, size_t len)
             *out++ = (char)ch;
         }
         else if (ch == '\n') {
-            *out++ = '\\', *out++ = 'n';
+            *out++ = '\\';
+            *out++ = 'n';
         }
         else if (ch < 0x20) {
             memcpy(out, "\\u00", 4);
@@ -358,10 +363,12 @@ static int chat_open(ws_conn *c, const ws_request *req)
 
     /* Room: ?room=R, else /LOCATION/R, else the default. */
     if (req->query && (q = query_param(req->query, "room", &len)) != NULL) {
-        room = q, room_len = len;
+        room = q;
+        room_len = len;
     }
     else if (slash && slash != req->uri && slash[1]) {
-        room = slash + 1, room_len = strlen(room);
+        room = slash + 1;
+        room_len = strlen(room);
     }
     if (!room_ok(room, room_len)) {
         return 400;

@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,8 +197,14 @@ static void *ticker_main(void *arg)
 static void ticker_child_init(void *data)
 {
     ticker *t = data;
+    sigset_t all, old;
     t->stop = 0;
+    /* Signals belong to httpd's own threads (prefork runs its exit paths in signal
+     * handlers): the new thread starts with every signal blocked. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     t->running = pthread_create(&t->thread, NULL, ticker_main, t) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!t->running) {
         api->log(NULL, WS_LOG_ERR, "ticker: cannot start the ticker thread");
     }

@@ -748,6 +748,16 @@ static void ws_thread_fd_drain(int fd)
 }
 
 static void ws_async_wake_cb(void *baton);
+static void ws_async_wake_direct(ws_handle *h);
+
+/* Hand a wake-up claimed with ws_handle_enqueue_ex (cb_pending set, a reference held)
+ * to the MPM after all. */
+static void ws_async_wake_schedule(ws_handle *h)
+{
+    if (ap_mpm_register_timed_callback(0, ws_async_wake_cb, h) != APR_SUCCESS) {
+        ws_async_wake_cb(h);
+    }
+}
 
 static void ws_handle_retain(ws_handle *h)
 {
@@ -907,8 +917,11 @@ static int ws_valid_send_args(int type, const void *data, size_t len)
     return 1;
 }
 
-/* Queue a payload (taking a new reference) for the owner of h to send. */
-static int ws_handle_enqueue(ws_handle *h, ws_payload *p)
+/* Queue a payload (taking a new reference) for the owner of h to send.  With direct
+ * set, a parked connection is not woken through an MPM callback: *direct comes back 1
+ * and the caller must run ws_async_wake_cb(h) itself (fan-out does one thread's worth
+ * of writes instead of a callback per subscriber). */
+static int ws_handle_enqueue_ex(ws_handle *h, ws_payload *p, int *direct)
 {
     ws_qmsg *m = malloc(sizeof(*m));
     if (!m) {
@@ -940,9 +953,21 @@ static int ws_handle_enqueue(ws_handle *h, ws_payload *p)
     }
     h->tail = m;
     h->queued += p->len;
-    ws_handle_wake_locked(h);
+    if (direct && !h->io_busy && h->parked && !h->cb_pending) {
+        h->cb_pending = 1;          /* the caller runs the wake-up */
+        apr_atomic_inc32(&h->refs);
+        *direct = 1;
+    }
+    else {
+        ws_handle_wake_locked(h);
+    }
     pthread_mutex_unlock(&h->mu);
     return WS_SUCCESS;
+}
+
+static int ws_handle_enqueue(ws_handle *h, ws_payload *p)
+{
+    return ws_handle_enqueue_ex(h, p, NULL);
 }
 
 static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t len,
@@ -1020,6 +1045,7 @@ struct ws_conn {
     unsigned close_code;          /* for on_close and the log */
     const char *close_reason;
     apr_time_t close_deadline;
+    apr_time_t drain_deadline;    /* async: a finished session's output must go by then */
     apr_time_t last_input;
     apr_time_t ping_sent;         /* 0 when no ping is outstanding */
     apr_time_t start;
@@ -1428,18 +1454,45 @@ static void ws_deliver(void *baton, const char *channel, size_t channel_len, int
 {
     ws_channel *ch;
     ws_payload *p = NULL;
+    ws_handle *local[64], **wake = local;
+    size_t nwake = 0, cap = 64, i;
     (void)baton;
     pthread_rwlock_rdlock(&ws_chan_lock);
     ch = *ws_chan_slot(channel, channel_len);
     if (ch && (p = ws_payload_create(opcode, data, len)) != NULL) {
         ws_sub *sub;
         for (sub = ch->subs; sub; sub = sub->next) {
+            int direct = 0;
             /* A full queue closes that subscriber with 1008; the others go on. */
-            ws_handle_enqueue(sub->h, p);
+            ws_handle_enqueue_ex(sub->h, p, &direct);
+            if (direct) {
+                if (nwake == cap) {
+                    ws_handle **bigger = malloc(sizeof(*bigger) * cap * 2);
+                    if (!bigger) {
+                        /* Out of memory: this one goes through an MPM callback. */
+                        ws_async_wake_schedule(sub->h);
+                        continue;
+                    }
+                    memcpy(bigger, wake, sizeof(*wake) * nwake);
+                    if (wake != local) {
+                        free(wake);
+                    }
+                    wake = bigger;
+                    cap *= 2;
+                }
+                wake[nwake++] = sub->h;
+            }
         }
     }
     pthread_rwlock_unlock(&ws_chan_lock);
     ws_payload_release(p);
+    /* Write to the parked subscribers from this thread, outside the channel lock. */
+    for (i = 0; i < nwake; i++) {
+        ws_async_wake_direct(wake[i]);
+    }
+    if (wake != local) {
+        free(wake);
+    }
 }
 
 static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
@@ -1836,6 +1889,17 @@ static void ws_session_end(ws_conn *s)
     ws_registry_remove(h);
 }
 
+/* A finished session (DONE) ends once its output has gone, or at its drain deadline.
+ * Messages queued meanwhile by other threads are dropped. */
+static int ws_async_drained(ws_conn *s, int pending)
+{
+    ws_drain_handle(s);
+    if (!s->drain_deadline) {
+        s->drain_deadline = apr_time_now() + WS_CLOSE_WAIT;
+    }
+    return !pending || s->c->aborted || apr_time_now() >= s->drain_deadline;
+}
+
 /*
  * The async loop, run by the owner after the handshake and at every re-entry.  While
  * bytes keep coming (within WebSocketAsyncDelay) the connection keeps its worker, so a
@@ -1849,13 +1913,20 @@ static int ws_async_run(ws_conn *s)
     int busy_counted = 0, readable = 1, done = 0;
 
     for (;;) {
-        apr_time_t next = ws_round(s, readable);
-        int pending = s->state != WS_ST_DONE ? ws_write_nonblocking(s) : 0;
+        apr_time_t next = s->state != WS_ST_DONE ? ws_round(s, readable) : 0;
+        int pending = ws_write_nonblocking(s);
         apr_interval_time_t delay = s->conf->async_delay;
 
         if (s->state == WS_ST_DONE) {
-            /* What the socket does not take now, the MPM's lingering close flushes. */
-            ws_write_nonblocking(s);
+            if (!ws_async_drained(s, pending)) {
+                /* Queued messages and the close frame still go out (a 1008 for an
+                 * overflowing subscriber comes after what was accepted): park for
+                 * write until drained or the drain deadline. */
+                if (ws_async_park(s, 1, s->drain_deadline)) {
+                    break;
+                }
+                continue;
+            }
             done = 1;
             break;
         }
@@ -1902,6 +1973,41 @@ static int ws_async_run(ws_conn *s)
 /* A zero-delay MPM callback: a parked connection has queued messages, a close request
  * or a due timer.  Runs on a worker while the MPM polls the socket, so it only writes
  * (without blocking); reading stays with process_connection. */
+/* Write what is queued for a parked connection, as its I/O owner for the moment. */
+static void ws_async_service(ws_handle *h, ws_conn *s)
+{
+    for (;;) {
+        apr_time_t next = s->state != WS_ST_DONE ? ws_round(s, 0) : 0;
+        int pending = ws_write_nonblocking(s);
+        if (s->state == WS_ST_DONE) {
+            if (ws_async_drained(s, pending)) {
+                /* Only process_connection can end a parked connection: wake it by
+                 * shutting the socket (for reading: what we wrote still goes; for
+                 * both if we give up on a peer that does not read). */
+                apr_socket_shutdown(ap_get_conn_socket(s->c), pending
+                                    ? APR_SHUTDOWN_READWRITE : APR_SHUTDOWN_READ);
+                ws_io_release(h, 0, 0);
+                pthread_mutex_lock(&h->mu);
+                h->parked = 1;      /* still in the MPM's poll set */
+                pthread_mutex_unlock(&h->mu);
+                return;
+            }
+            /* The MPM polls this connection for input: retry the writes from the
+             * housekeeper's timer until drained. */
+            next = apr_time_now() + WS_OUT_RETRY;
+        }
+        if (pending && (!next || next > apr_time_now() + WS_OUT_RETRY)) {
+            next = apr_time_now() + WS_OUT_RETRY;
+        }
+        if (ws_io_release(h, 1, next)) {
+            return;
+        }
+    }
+}
+
+/* A zero-delay MPM callback: a parked connection has queued messages, a close request
+ * or a due timer.  Runs on a worker while the MPM polls the socket, so it only writes
+ * (without blocking); reading stays with process_connection. */
 static void ws_async_wake_cb(void *baton)
 {
     ws_handle *h = baton;
@@ -1912,28 +2018,28 @@ static void ws_async_wake_cb(void *baton)
     pthread_mutex_unlock(&h->mu);
     s = ws_io_acquire(h);
     if (s) {
-        ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, s->c, "wake callback: state=%d", (int)s->state);
-        for (;;) {
-            apr_time_t next = ws_round(s, 0);
-            int pending = s->state != WS_ST_DONE ? ws_write_nonblocking(s) : 0;
-            if (s->state == WS_ST_DONE) {
-                /* Only process_connection can end a parked connection: wake it by
-                 * shutting the socket; it then sees the session is over. */
-                ws_write_nonblocking(s);
-                apr_socket_shutdown(ap_get_conn_socket(s->c), APR_SHUTDOWN_READ);
-                ws_io_release(h, 0, 0);
-                pthread_mutex_lock(&h->mu);
-                h->parked = 1;      /* still in the MPM's poll set */
-                pthread_mutex_unlock(&h->mu);
-                break;
-            }
-            if (pending && (!next || next > apr_time_now() + WS_OUT_RETRY)) {
-                next = apr_time_now() + WS_OUT_RETRY;
-            }
-            if (ws_io_release(h, 1, next)) {
-                break;
-            }
-        }
+        ws_async_service(h, s);
+    }
+    ws_handle_release(h);
+}
+
+/* The fan-out's wake-up, on the publishing (or backplane) thread: like the callback,
+ * but it never waits: if an owner took the connection meanwhile, that owner sends the
+ * queued message before it parks again. */
+static void ws_async_wake_direct(ws_handle *h)
+{
+    ws_conn *s = NULL;
+    pthread_mutex_lock(&h->mu);
+    h->cb_pending = 0;
+    if (h->s && !h->io_busy) {
+        s = h->s;
+        h->io_busy = 1;
+        h->parked = 0;
+        h->wake_fd = ws_thread_fd();
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (s) {
+        ws_async_service(h, s);
     }
     ws_handle_release(h);
 }
@@ -1960,7 +2066,7 @@ static int ws_process_connection(conn_rec *c)
         return OK;
     }
     c->clogging_input_filters = 1;
-    if (s->state == WS_ST_DONE || ws_async_run(s)) {
+    if (ws_async_run(s)) {
         ws_session_end(s);
         c->cs->state = CONN_STATE_LINGER;
     }
@@ -2477,11 +2583,17 @@ static int ws_status_hook(request_rec *r, int flags)
 
 static void ws_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    sigset_t all, old;
     ws_stats_claim(pchild);
     if (ws_backplane) {
         ws_bp_child_init(ws_backplane, pchild, ws_deliver, NULL);
     }
+    /* Threads that plugins start here inherit a mask with every signal blocked: the
+     * MPMs run their exit paths from signal handlers, which must not land on them. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     ws_child_init_plugins(pchild, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     ws_child_init_drivers(pchild);
 }
 

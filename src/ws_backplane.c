@@ -78,6 +78,7 @@ struct ws_bp {
     ws_bp_deliver_fn deliver;
     void *baton;
     volatile int stop;
+    uint64_t start;               /* ring offset this child starts reading at */
     apr_thread_t *reader, *redis_pub, *redis_sub;
     volatile int redis_pub_up, redis_sub_up;
     pthread_mutex_t qmu;          /* the Redis publish queue */
@@ -157,7 +158,8 @@ static void *APR_THREAD_FUNC ws_ring_reader(apr_thread_t *t, void *data)
 {
     ws_bp *bp = data;
     ws_ring *r = bp->ring;
-    uint64_t off = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+    uint64_t off = bp->start;     /* taken in child_init: nothing published after the
+                                   * child could serve a connection is missed */
     size_t cap = 64 * 1024;
     unsigned char *buf = malloc(cap);
 
@@ -361,13 +363,28 @@ static void *APR_THREAD_FUNC ws_redis_publisher(apr_thread_t *t, void *data)
                 memcpy(val + 1, m->buf + m->channel_len, m->len);
                 reply = redisCommand(c, "PUBLISH %b %b", key, plen + m->channel_len,
                                      val, m->len + 1);
+                if (!reply) {
+                    /* The connection may have died while idle (a Redis restart):
+                     * one fresh connection and one retry before falling back. */
+                    ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher", c->errstr);
+                    redisFree(c);
+                    c = ws_redis_connect(bp, 0);
+                    if (c) {
+                        ws_redis_state(bp, &bp->redis_pub_up, 1, "publisher", NULL);
+                        reply = redisCommand(c, "PUBLISH %b %b", key,
+                                             plen + m->channel_len, val, m->len + 1);
+                    }
+                }
             }
             free(key);
             free(val);
             if (!reply) {
                 /* Lost: this message goes to this server's children at least. */
-                ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher", c->errstr);
-                redisFree(c);
+                ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher",
+                               c ? c->errstr : "connect failed");
+                if (c) {
+                    redisFree(c);
+                }
                 c = NULL;
                 ws_ring_publish(bp->ring, m->buf, m->channel_len, m->opcode,
                                 m->buf + m->channel_len, m->len);
@@ -453,6 +470,7 @@ void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *
     bp->deliver = fn;
     bp->baton = baton;
     bp->stop = 0;
+    bp->start = __atomic_load_n(&bp->ring->head, __ATOMIC_ACQUIRE);
     pthread_mutex_init(&bp->qmu, NULL);
     pthread_cond_init(&bp->qcv, NULL);
     /* Signals belong to the MPM's threads (see the housekeeper in mod_websocket.c). */

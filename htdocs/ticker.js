@@ -1,0 +1,136 @@
+/* Ticker page for mod_websocket's ticker plugin: plain browser JavaScript, no build step.
+ *
+ * Connects on load to ws(s)://HOST/ticker (the scheme follows the page's).  Each message:
+ *   {"ts": microseconds since the epoch (server send time), "tick", "interval_ms",
+ *    "quotes": [{"symbol","price","change","pct","decimals"}, ...]}
+ * Table rows are <tr id="row-SYMBOL"> with .price, .change and .pct cells; .change and
+ * .pct are class "up" or "down" by the sign of the change, and .price flashes
+ * "flash-up" / "flash-down" when it moves.  #updates counts messages, #delay shows the
+ * last delivery delay (now - ts) in ms (the browser tests read them).
+ */
+(function () {
+  'use strict';
+
+  var DELAYS_KEPT = 100;
+
+  var $ = function (id) { return document.getElementById(id); };
+  var ui = {
+    location: $('location'), connect: $('connect'), disconnect: $('disconnect'),
+    status: $('status'), rows: $('quote-rows'), updates: $('updates'),
+    lastUpdate: $('last-update'), delay: $('delay'), delayStats: $('delay-stats'),
+    interval: $('interval')
+  };
+
+  var ws = null;
+  var updates = 0;
+  var delays = [];
+  var last = {};        /* symbol -> last price, to flash a move */
+
+  function defaultLocation() {
+    var l = window.location;
+    if (l.protocol === 'http:' || l.protocol === 'https:') {
+      return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host + '/ticker';
+    }
+    return 'ws://localhost:8080/ticker';
+  }
+
+  function pad(n, w) { n = String(n); while (n.length < (w || 2)) n = '0' + n; return n; }
+
+  function setState(state) {
+    ui.status.textContent = state;
+    ui.status.className = 'status status-' + (state === 'connected' ? 'open' :
+      state === 'connecting…' ? 'connecting' : 'closed');
+    var idle = state === 'disconnected';
+    ui.connect.disabled = !idle;
+    ui.location.disabled = !idle;
+    ui.disconnect.disabled = idle;
+  }
+
+  function signClass(x) { return x > 0 ? 'up' : x < 0 ? 'down' : 'flat'; }
+  function signed(x, d) { return (x > 0 ? '+' : '') + x.toFixed(d); }
+
+  function row(symbol) {
+    var tr = document.getElementById('row-' + symbol);
+    if (tr) return tr;
+    tr = document.createElement('tr');
+    tr.id = 'row-' + symbol;
+    ['symbol', 'price', 'change', 'pct'].forEach(function (k) {
+      var td = document.createElement(k === 'symbol' ? 'th' : 'td');
+      td.className = k;
+      tr.appendChild(td);
+    });
+    tr.cells[0].textContent = symbol;
+    ui.rows.appendChild(tr);
+    return tr;
+  }
+
+  /* Restart the flash animation: remove the class, force a style flush, add it back. */
+  function flash(el, cls) {
+    el.classList.remove('flash-up', 'flash-down');
+    void el.offsetWidth;
+    el.classList.add(cls);
+  }
+
+  function render(q) {
+    var tr = row(q.symbol);
+    var d = q.decimals;
+    var price = tr.querySelector('.price'), change = tr.querySelector('.change'),
+      pct = tr.querySelector('.pct');
+    price.textContent = q.price.toFixed(d);
+    change.textContent = signed(q.change, d);
+    pct.textContent = signed(q.pct, 2) + '%';
+    change.className = 'change ' + signClass(q.change);
+    pct.className = 'pct ' + signClass(q.pct);
+    if (q.symbol in last && last[q.symbol] !== q.price) {
+      flash(price, q.price > last[q.symbol] ? 'flash-up' : 'flash-down');
+    }
+    last[q.symbol] = q.price;
+  }
+
+  function onMessage(data) {
+    var now = Date.now();
+    var msg = JSON.parse(data);
+    var delay = now - msg.ts / 1000;
+    msg.quotes.forEach(render);
+    updates++;
+    delays.push(delay);
+    if (delays.length > DELAYS_KEPT) delays.shift();
+    var sorted = delays.slice().sort(function (a, b) { return a - b; });
+    var d = new Date(msg.ts / 1000);
+    ui.updates.textContent = String(updates);
+    ui.lastUpdate.textContent = pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' +
+      pad(d.getSeconds()) + '.' + pad(d.getMilliseconds(), 3);
+    ui.delay.textContent = delay.toFixed(1) + ' ms';
+    ui.delayStats.textContent = sorted[Math.floor(sorted.length / 2)].toFixed(1) + ' / ' +
+      sorted[sorted.length - 1].toFixed(1) + ' ms';
+    ui.interval.textContent = msg.interval_ms + ' ms';
+  }
+
+  function connect() {
+    var url = ui.location.value.trim();
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      ui.status.textContent = e.message;
+      return;
+    }
+    setState('connecting…');
+    var sock = ws;
+    sock.onopen = function () { if (sock === ws) setState('connected'); };
+    sock.onmessage = function (ev) { if (sock === ws) onMessage(ev.data); };
+    sock.onclose = function () {
+      if (sock !== ws) return;
+      ws = null;
+      setState('disconnected');
+    };
+  }
+
+  ui.location.value = defaultLocation();
+  ui.connect.addEventListener('click', connect);
+  ui.disconnect.addEventListener('click', function () { if (ws) ws.close(1000); });
+  ui.location.addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && !ui.connect.disabled) connect();
+  });
+  setState('disconnected');
+  connect();    /* a live board: start at once */
+}());
