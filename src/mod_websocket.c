@@ -2198,8 +2198,10 @@ static void ws_child_init_drivers(apr_pool_t *pchild)
         && ap_mpm_query(AP_MPMQ_CAN_WAITIO, &v) == APR_SUCCESS && v) {
         ws_mpm_can_waitio = 1;
     }
-    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS && threads > 2) {
-        ws_busy_limit = threads / 2;
+    /* A worker held by a busy connection is not idle for the MPM, and the event MPM
+     * stops accepting when no worker is idle: hold at most a quarter of them. */
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS && threads > 4) {
+        ws_busy_limit = threads / 4;
     }
     /* Only the async driver needs it: the blocking driver times its own poll. */
     if (ws_mpm_can_waitio) {
