@@ -75,6 +75,7 @@ integration: all
 check: deps
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) fuzz-quick
 	$(MAKE) integration
 
 clean:

@@ -232,45 +232,60 @@ static int start_flood(ws_conn *c, const char *args)
     return 0;
 }
 
+/* Run a text command (cmd: a writable NUL-terminated copy of the message).  Returns 1
+ * if it was one, 0 if the message is to be echoed, -1 to fail the connection. */
+static int probe_command(ws_conn *c, char *cmd)
+{
+    if (strcmp(cmd, "fail") == 0) {
+        return -1;
+    }
+    if (strncmp(cmd, "close:", 6) == 0) {
+        char *reason = strchr(cmd + 6, ':');
+        api->close(c, atoi(cmd + 6), reason ? reason + 1 : "");
+        return 1;
+    }
+    if (strncmp(cmd, "flood:", 6) == 0) {
+        return start_flood(c, cmd + 6) == 0 ? 1 : -1;
+    }
+    if (strncmp(cmd, "sub:", 4) == 0 || strncmp(cmd, "unsub:", 6) == 0) {
+        int sub = cmd[0] == 's';
+        int rv = sub ? api->subscribe(c, cmd + 4) : api->unsubscribe(c, cmd + 6);
+        char ack[300];
+        snprintf(ack, sizeof(ack), "%s:%s:%d", sub ? "subscribed" : "unsubscribed",
+                 cmd + (sub ? 4 : 6), rv);
+        api->send(c, WS_TEXT, ack, strlen(ack), 0);
+        return 1;
+    }
+    if (strncmp(cmd, "pub:", 4) == 0 || strncmp(cmd, "publocal:", 9) == 0) {
+        int local = cmd[3] == 'l';
+        char *channel = cmd + (local ? 9 : 4);
+        char *text = strchr(channel, ':');
+        if (text) {
+            *text++ = '\0';
+            api->publish(channel, WS_TEXT, text, strlen(text), local ? WS_PUBLISH_LOCAL : 0);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static int probe_message(ws_conn *c, int type, const void *data, size_t len)
 {
-    char cmd[256];
-    if (type == WS_TEXT && len < sizeof(cmd)) {
-        memcpy(cmd, data, len);
-        cmd[len] = '\0';
-        if (strcmp(cmd, "fail") == 0) {
+    int rv = 0;
+    if (type == WS_TEXT) {
+        char *cmd = malloc(len + 1);
+        if (!cmd) {
             return -1;
         }
-        if (strncmp(cmd, "close:", 6) == 0) {
-            char *reason = strchr(cmd + 6, ':');
-            api->close(c, atoi(cmd + 6), reason ? reason + 1 : "");
-            return 0;
-        }
-        if (strncmp(cmd, "flood:", 6) == 0) {
-            return start_flood(c, cmd + 6);
-        }
-        if (strncmp(cmd, "sub:", 4) == 0 || strncmp(cmd, "unsub:", 6) == 0) {
-            int sub = cmd[0] == 's';
-            int rv = sub ? api->subscribe(c, cmd + 4) : api->unsubscribe(c, cmd + 6);
-            char ack[300];
-            snprintf(ack, sizeof(ack), "%s:%s:%d", sub ? "subscribed" : "unsubscribed",
-                     cmd + (sub ? 4 : 6), rv);
-            api->send(c, WS_TEXT, ack, strlen(ack), 0);
-            return 0;
-        }
-        if (strncmp(cmd, "pub:", 4) == 0 || strncmp(cmd, "publocal:", 9) == 0) {
-            int local = cmd[3] == 'l';
-            char *channel = cmd + (local ? 9 : 4);
-            char *text = strchr(channel, ':');
-            if (text) {
-                *text++ = '\0';
-                api->publish(channel, WS_TEXT, text, strlen(text), local ? WS_PUBLISH_LOCAL : 0);
-            }
-            return 0;
-        }
+        memcpy(cmd, data, len);
+        cmd[len] = '\0';
+        rv = probe_command(c, cmd);
+        free(cmd);
     }
-    api->send(c, type, data, len, 0);
-    return 0;
+    if (rv == 0) {
+        api->send(c, type, data, len, 0);
+    }
+    return rv < 0 ? -1 : 0;
 }
 
 static const ws_plugin probe_plugin = {

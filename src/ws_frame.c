@@ -149,6 +149,13 @@ void ws_parser_free(ws_parser *p)
     p->buf_len = p->buf_cap = 0;
 }
 
+void ws_parser_release(ws_parser *p)
+{
+    if (!p->in_message) {
+        ws_parser_free(p);
+    }
+}
+
 /* Forget the delivered message; keep the buffer, but not a big one (memory pinning). */
 static void buf_reset(ws_parser *p)
 {

@@ -173,6 +173,9 @@ typedef struct ws_parser {
 void ws_parser_init(ws_parser *p, uint64_t max_message, int require_mask);
 /* Free the reassembly buffer. */
 void ws_parser_free(ws_parser *p);
+/* Free the reassembly buffer unless a fragmented message is in progress (an idle
+ * connection then holds none).  The last event's data is no longer valid after it. */
+void ws_parser_release(ws_parser *p);
 
 /*
  * Feed len bytes from in.  The parser unmasks payload in place, so in must be

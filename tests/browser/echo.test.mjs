@@ -27,6 +27,7 @@ for (let i = 0; i < args.length; i++) {
 if (!pageUrl) { console.error('usage: node echo.test.mjs URL [SCREENSHOT.png] [--location WS_URL]'); process.exit(2); }
 
 const BIG = 4 * 1024 * 1024;
+const MIB = 1024 * 1024;
 const STEP_TIMEOUT = 15000;
 const BIG_TIMEOUT = 90000;
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -115,10 +116,12 @@ async function main() {
     const connected = await waitLog(page, '^CONNECTED to ', { from });
     const m = /\(protocol: "([^"]*)", extensions: "([^"]*)"\)$/.exec(connected);
     if (!m) throw new StepFailure(`CONNECTED line lacks protocol/extensions: ${connected}`);
-    // No subprotocol was offered, so the server must not have chosen one (RFC 6455 4.1);
-    // the only extension Chromium offers is permessage-deflate.
+    // No subprotocol was offered, so the server must not have chosen one (RFC 6455 4.1).
+    // Chromium offers permessage-deflate and the server accepts it by default
+    // (WebSocketCompression on); it always answers server_no_context_takeover.
     if (m[1] !== '') throw new StepFailure(`server selected subprotocol "${m[1]}" that was never offered`);
-    if (m[2] !== '' && !/^permessage-deflate(;|$)/.test(m[2])) throw new StepFailure(`unexpected extensions "${m[2]}"`);
+    if (!/^permessage-deflate(;|$)/.test(m[2])) throw new StepFailure(`permessage-deflate was not negotiated: extensions "${m[2]}"`);
+    if (!/(^|;)\s*server_no_context_takeover\s*(;|$)/.test(m[2])) throw new StepFailure(`extensions "${m[2]}" lack server_no_context_takeover`);
     if (!(await page.isEnabled('#send'))) throw new StepFailure('#send still disabled after CONNECTED');
     ok(`connected: protocol "${m[1]}", extensions "${m[2]}"`);
 
@@ -137,6 +140,25 @@ async function main() {
     await page.click('#send');
     await waitLog(page, `^RESPONSE: ${reEscape(long.slice(0, 1000))}… \\(${long.length} characters\\)$`, { from });
     ok(`${long.length}-character text message echoed`);
+
+    step = '1 MiB compressible text echo';
+    // Exactly 1 MiB of UTF-8 (multi-byte characters included), put in the page's own text
+    // box and sent with its Send button; compressed both ways over permessage-deflate.  The
+    // page compares the echo with what it sent and logs DIFFERS on any difference.
+    // page.fill() would type 1 MiB through the input pipeline (minutes), so the box's value
+    // is set directly, with the input event that typing would fire.
+    const unit = 'permessage-deflate ✓ größer 日本 ';
+    const unitBytes = new TextEncoder().encode(unit).length;
+    const mib = unit.repeat(Math.floor(MIB / unitBytes)) + 'x'.repeat(MIB % unitBytes);
+    if (new TextEncoder().encode(mib).length !== MIB) throw new StepFailure('1 MiB text has the wrong size');
+    await page.$eval('#message', (el, v) => {
+      el.value = v;
+      el.dispatchEvent(new Event('input', { bubbles: true }));
+    }, mib);
+    from = await logCount(page);
+    await page.click('#send');
+    await waitLog(page, `^RESPONSE: ${reEscape(mib.slice(0, 1000))}… \\(${mib.length} characters\\)$`, { from, timeout: BIG_TIMEOUT });
+    ok(`1 MiB text message (${mib.length} characters) echoed`);
 
     step = 'binary checkbox echo';
     await page.check('#binary');

@@ -56,3 +56,7 @@ def httpd_factory(tmp_path_factory, request):
 def transport(request):
     """ws or wss, for tests that run over both."""
     return request.param
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long soak tests (make check runs them too)")

@@ -1,7 +1,8 @@
 """The echo page (htdocs/index.html) in headless Chromium against a real httpd, over http
-and https: tests/browser/echo.test.mjs drives the page's own controls (connect, text and
-4 MiB binary echo checked byte for byte, disconnect with 1000/1005) and takes a
-screenshot into build/artifacts/.
+and https: tests/browser/echo.test.mjs drives the page's own controls (connect with
+permessage-deflate negotiated, text, 1 MiB compressible text and 4 MiB binary echo
+checked byte for byte, disconnect with 1000/1005) and takes a screenshot into
+build/artifacts/.
 
 Needs Debian's chromium and tests/browser/node_modules (scripts/deps.sh runs
 tests/browser/install.sh); a missing piece fails the test with the command that fixes it.
@@ -47,6 +48,7 @@ def test_echo_page_in_chromium(server, scheme):
         os.unlink(shot)
     url = server.url(scheme, "/")
     env = dict(os.environ, CHROMIUM=CHROMIUM)
+    server.mark_log()
     try:
         p = subprocess.run([node, SCRIPT, url, shot], cwd=REPO, env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -58,6 +60,17 @@ def test_echo_page_in_chromium(server, scheme):
     assert p.returncode == 0, f"browser echo test failed (exit {p.returncode}):\n{report}"
     # The run's own closing line, and the steps that matter, must be there.
     assert "4194304 bytes binary, matches" in p.stdout, report
+    # permessage-deflate: Chromium offers it, the server accepts it (the default), and
+    # the 1 MiB text went compressed both ways: the first session's 6 messages (short
+    # text, 80000 characters, 1 MiB text, 10 bytes, 4 MiB random, empty) took well under
+    # 4 MiB + 1 MiB on the wire in each direction.
+    assert 'extensions "permessage-deflate' in p.stdout, report
+    assert "1 MiB text message (" in p.stdout, report
+    m = server.wait_for_log(r"WS00040: session end: plugin=echo \S+ \S+ "
+                            r"in=6msg/(\d+)B out=6msg/(\d+)B")
+    wire_in, wire_out = int(m.group(1)), int(m.group(2))
+    assert 4 * 2**20 < wire_in < 4 * 2**20 + 256 * 1024, m.group(0)
+    assert 4 * 2**20 < wire_out < 4 * 2**20 + 256 * 1024, m.group(0)
     assert "DISCONNECTED (code 10" in p.stdout, report
     assert p.stdout.rstrip().splitlines()[-1].endswith("passed, 0 failed"), report
     with open(shot, "rb") as f:
