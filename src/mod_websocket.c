@@ -688,6 +688,7 @@ struct ws_handle {
     int wake_fd;                  /* eventfd of the owning thread while busy, or -1 */
     ws_qmsg *head, *tail;
     apr_size_t queued;
+    apr_size_t backlog;           /* bytes the owner still holds unsent (its bbout) */
     apr_size_t max_queue;
     int overflow;                 /* a send did not fit: fail with 1008 */
     int close_code;               /* a close was asked for (handle_close, shutdown) */
@@ -936,7 +937,9 @@ static int ws_handle_enqueue_ex(ws_handle *h, ws_payload *p, int *direct)
         free(m);
         return WS_ECLOSED;
     }
-    if (h->queued + p->len > h->max_queue) {
+    /* The bound covers what waits here and what the owner could not write yet: a
+     * peer that does not read fills both. */
+    if (h->queued + h->backlog + p->len > h->max_queue) {
         /* Documented policy: a peer that does not read what it is sent is closed with
          * 1008; the sender learns it now, nothing already queued is lost. */
         h->overflow = 1;
@@ -1110,6 +1113,9 @@ static apr_status_t ws_flush(ws_conn *s)
     rv = ap_pass_brigade(s->c->output_filters, s->bbout);
     apr_brigade_cleanup(s->bbout);
     s->out_buffered = 0;
+    pthread_mutex_lock(&s->h->mu);
+    s->h->backlog = 0;
+    pthread_mutex_unlock(&s->h->mu);
     if (rv != APR_SUCCESS || s->c->aborted) {
         s->c->aborted = 1;
         return rv != APR_SUCCESS ? rv : APR_ECONNABORTED;
@@ -1161,6 +1167,9 @@ static int ws_write_nonblocking(ws_conn *s)
         return 0;
     }
     apr_brigade_length(s->bbout, 0, &s->out_buffered);
+    pthread_mutex_lock(&s->h->mu);
+    s->h->backlog = (apr_size_t)s->out_buffered;
+    pthread_mutex_unlock(&s->h->mu);
     return !APR_BRIGADE_EMPTY(s->bbout) || c->data_in_output_filters;
 }
 
@@ -1661,6 +1670,7 @@ static void ws_drain_handle(ws_conn *s)
     pthread_mutex_lock(&h->mu);
     list = h->head;
     h->head = h->tail = NULL;
+    h->backlog += h->queued;      /* moving to bbout: still unsent, still counted */
     h->queued = 0;
     overflow = h->overflow;
     close_code = h->close_pending ? h->close_code : 0;
@@ -1898,7 +1908,9 @@ static int ws_async_drained(ws_conn *s, int pending)
 {
     ws_drain_handle(s);
     if (!s->drain_deadline) {
-        s->drain_deadline = apr_time_now() + WS_CLOSE_WAIT;
+        /* The patience httpd gives any pending write: Timeout. */
+        apr_interval_time_t t = s->c->base_server->timeout;
+        s->drain_deadline = apr_time_now() + (t > WS_CLOSE_WAIT ? t : WS_CLOSE_WAIT);
     }
     return !pending || s->c->aborted || apr_time_now() >= s->drain_deadline;
 }
@@ -1924,7 +1936,7 @@ static int ws_async_run(ws_conn *s)
             if (!ws_async_drained(s, pending)) {
                 /* Queued messages and the close frame still go out (a 1008 for an
                  * overflowing subscriber comes after what was accepted): park for
-                 * write until drained or the drain deadline. */
+                 * write until drained or the drain deadline (Timeout). */
                 if (ws_async_park(s, 1, s->drain_deadline)) {
                     break;
                 }
