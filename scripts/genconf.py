@@ -297,6 +297,8 @@ def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
     if timeout is not None:
         w(f"Timeout {int(timeout)}\n")
     w("KeepAlive On\n")
+    # graceful-stop (how the tests stop event servers) must not wait forever
+    w("GracefulShutdownTimeout 10\n")
     w(f"Listen 127.0.0.1:{port}\n")
     if tls:
         w(f"Listen 127.0.0.1:{tls_port}\n")

@@ -1906,13 +1906,17 @@ static void ws_session_end(ws_conn *s)
  * Messages queued meanwhile by other threads are dropped. */
 static int ws_async_drained(ws_conn *s, int pending)
 {
+    apr_time_t now = apr_time_now();
     ws_drain_handle(s);
     if (!s->drain_deadline) {
         /* The patience httpd gives any pending write: Timeout. */
         apr_interval_time_t t = s->c->base_server->timeout;
-        s->drain_deadline = apr_time_now() + (t > WS_CLOSE_WAIT ? t : WS_CLOSE_WAIT);
+        s->drain_deadline = now + (t > WS_CLOSE_WAIT ? t : WS_CLOSE_WAIT);
     }
-    return !pending || s->c->aborted || apr_time_now() >= s->drain_deadline;
+    if (ws_child_stopping_flag && s->drain_deadline > now + WS_CLOSE_WAIT) {
+        s->drain_deadline = now + WS_CLOSE_WAIT;    /* the child is going away */
+    }
+    return !pending || s->c->aborted || now >= s->drain_deadline;
 }
 
 /*

@@ -226,7 +226,13 @@ class Server:
         self.stopped = True
         if self.proc.poll() is None:
             idle_conn = self._quiesce()
-            self.proc.send_signal(signal.SIGTERM)
+            # An event server with no session left gets graceful-stop (SIGWINCH; it
+            # has nothing to wait for).  SIGTERM takes event's ungraceful path, where
+            # close_worker_sockets() intermittently read a freed socket after heavy
+            # load (see _quiesce): reported, not yet understood.  Servers with open
+            # sessions still get SIGTERM, which is what those tests are about.
+            graceful = self.mpm == "event" and self._sessions_open == 0
+            self.proc.send_signal(signal.SIGWINCH if graceful else signal.SIGTERM)
             try:
                 self.proc.wait(timeout=STOP_DEADLINE)
             except subprocess.TimeoutExpired:
@@ -255,6 +261,7 @@ class Server:
         still closing at SIGTERM (the clients' last ones, or this status check's own).
         So the check stays on one keep-alive connection, idle in the MPM when the
         signal comes, and no connection is closing then."""
+        self._sessions_open = None
         if self.mpm != "event":
             return None
         deadline = time.monotonic() + timeout
@@ -274,6 +281,8 @@ class Server:
                     data += chunk
                 if not data.startswith(b"HTTP/1.1 200"):
                     break                               # no mod_status here
+                sessions = re.findall(rb"WebSocketSessions(?:Async|Blocking): (\d+)", data)
+                self._sessions_open = sum(int(n) for n in sessions) if sessions else None
                 busy = re.search(rb"BusyWorkers: (\d+)", data)
                 closing = re.search(rb"ConnsAsyncClosing: (\d+)", data)
                 if (busy and int(busy.group(1)) <= 1
