@@ -9,22 +9,15 @@
 // waiting on what the pages show (no sleeps).  Exits 0 when every step passed, 1 with a
 // message naming the failed step otherwise.  Screenshots of both pages are taken in both
 // cases when a path is given (the second page's name ends in -2.png).
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { StepFailure, finish, launch, ok } from './lib.mjs';
 
 const [pageUrl, shot] = process.argv.slice(2);
 if (!pageUrl) { console.error('usage: node chat.test.mjs URL [SCREENSHOT.png]'); process.exit(2); }
 
 const STEP_TIMEOUT = 15000;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const room = `browser-${Date.now() % 100000}`;
 
 let step = 'start';
-const passed = [];
-function ok(what) { passed.push(what); console.log(`ok   ${what}`); }
-class StepFailure extends Error {}
 
 // Waits until #messages of `page` has a line of `type` whose .from and .text equal the
 // given values (undefined: any); returns {from, text, cls}.  Fails at once on an error line.
@@ -85,20 +78,11 @@ async function say(page, text) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'ws-chromium-'));
-  let context = null, alice = null, bob = null, failure = null;
+  let context = null, profile = null, alice = null, bob = null, failure = null;
   const errors = [];
   try {
     step = 'launch chromium';
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1000, height: 1100 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--ignore-certificate-errors'],
-    });
+    ({ context, profile } = await launch({ viewport: { width: 1000, height: 1100 } }));
 
     step = 'load pages';
     alice = await open(context, errors, 'alice');
@@ -166,27 +150,7 @@ async function main() {
   } catch (e) {
     failure = e;
   }
-  if (shot) {
-    for (const [page, path] of [[alice, shot], [bob, shot.replace(/\.png$/, '-2.png')]]) {
-      if (!page) continue;
-      try {
-        await page.screenshot({ path, fullPage: true });
-        console.log(`screenshot: ${path}`);
-      } catch (e) {
-        console.error(`screenshot failed: ${e.message}`);
-      }
-    }
-  }
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  if (failure) {
-    const msg = failure instanceof StepFailure ? failure.message : (failure.stack || String(failure));
-    console.error(`FAIL [${step}]: ${msg}`);
-    console.log(`${passed.length} passed, 1 failed`);
-    return 1;
-  }
-  console.log(`${passed.length} passed, 0 failed`);
-  return 0;
+  return finish({ context, profile, shots: [[alice, shot], [bob, shot && shot.replace(/\.png$/, '-2.png')]], failure, step });
 }
 
 main().then((code) => process.exit(code), (e) => { console.error(`FAIL: ${e.stack || e}`); process.exit(1); });

@@ -8,10 +8,7 @@
 // page's real controls only, and waits on the log's text (no sleeps).  Exits 0 when every
 // step passed, 1 with a message naming the failed step otherwise.  The screenshot is taken
 // in both cases when a path is given.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { StepFailure, finish, launch, ok } from './lib.mjs';
 
 const args = process.argv.slice(2);
 let pageUrl = null, shot = null, wsOverride = null;
@@ -30,7 +27,6 @@ const BIG = 4 * 1024 * 1024;
 const MIB = 1024 * 1024;
 const STEP_TIMEOUT = 15000;
 const BIG_TIMEOUT = 90000;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const expectedLocation = (() => {
   const u = new URL(pageUrl);
@@ -38,10 +34,7 @@ const expectedLocation = (() => {
 })();
 
 let step = 'start';
-const passed = [];
-function ok(what) { passed.push(what); console.log(`ok   ${what}`); }
 
-class StepFailure extends Error {}
 
 // Waits until a line of #log matches `want` (a regex source) and returns that line's text.
 // Fails as soon as a line matches `bad` instead (an ERROR, a mismatch, an unexpected
@@ -77,20 +70,11 @@ async function logCount(page) {
 function reEscape(s) { return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'); }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'ws-chromium-'));
-  let context = null, page = null, failure = null;
+  let context = null, profile = null, page = null, failure = null;
   const pageErrors = [];
   try {
     step = 'launch chromium';
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      ignoreHTTPSErrors: true,
-      viewport: { width: 1000, height: 1150 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--ignore-certificate-errors'],
-    });
+    ({ context, profile } = await launch({ viewport: { width: 1000, height: 1150 } }));
     page = context.pages()[0] || await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(`console: ${m.text()}`); });
@@ -212,24 +196,7 @@ async function main() {
   } catch (e) {
     failure = e;
   }
-  if (page && shot) {
-    try {
-      await page.screenshot({ path: shot, fullPage: true });
-      console.log(`screenshot: ${shot}`);
-    } catch (e) {
-      console.error(`screenshot failed: ${e.message}`);
-    }
-  }
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  if (failure) {
-    const msg = failure instanceof StepFailure ? failure.message : (failure.stack || String(failure));
-    console.error(`FAIL [${step}]: ${msg}`);
-    console.log(`${passed.length} passed, 1 failed`);
-    return 1;
-  }
-  console.log(`${passed.length} passed, 0 failed`);
-  return 0;
+  return finish({ context, profile, shots: [[page, shot]], failure, step });
 }
 
 main().then((code) => process.exit(code), (e) => { console.error(`FAIL: ${e.stack || e}`); process.exit(1); });

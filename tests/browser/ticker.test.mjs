@@ -8,23 +8,16 @@
 // shows (no sleeps): the board connects by itself, fills with the server's symbols and
 // updates; prices are coloured green (up) and red (down).  Exits 0 when every step
 // passed, 1 with a message naming the failed step otherwise.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { StepFailure, finish, launch, ok } from './lib.mjs';
 
 const [pageUrl, shot] = process.argv.slice(2);
 if (!pageUrl) { console.error('usage: node ticker.test.mjs URL [SCREENSHOT.png]'); process.exit(2); }
 
 const STEP_TIMEOUT = 15000;
 const UPDATES = 3;
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const GREEN = 'rgb(27, 127, 59)', RED = 'rgb(198, 40, 40)';   // --ok, --err (light scheme)
 
 let step = 'start';
-const passed = [];
-function ok(what) { passed.push(what); console.log(`ok   ${what}`); }
-class StepFailure extends Error {}
 
 const updates = (page) => page.textContent('#updates').then(Number);
 
@@ -50,21 +43,11 @@ async function board(page) {
 }
 
 async function main() {
-  const profile = mkdtempSync(join(tmpdir(), 'ws-chromium-'));
-  let context = null, page = null, failure = null;
+  let context = null, profile = null, page = null, failure = null;
   const errors = [];
   try {
     step = 'launch chromium';
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      ignoreHTTPSErrors: true,
-      colorScheme: 'light',
-      viewport: { width: 1000, height: 900 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--ignore-certificate-errors'],
-    });
+    ({ context, profile } = await launch({ colorScheme: 'light', viewport: { width: 1000, height: 900 } }));
     page = context.pages()[0] || await context.newPage();
     page.on('pageerror', (e) => errors.push(String(e)));
     page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
@@ -133,24 +116,7 @@ async function main() {
   } catch (e) {
     failure = e;
   }
-  if (page && shot) {
-    try {
-      await page.screenshot({ path: shot, fullPage: true });
-      console.log(`screenshot: ${shot}`);
-    } catch (e) {
-      console.error(`screenshot failed: ${e.message}`);
-    }
-  }
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  if (failure) {
-    const msg = failure instanceof StepFailure ? failure.message : (failure.stack || String(failure));
-    console.error(`FAIL [${step}]: ${msg}`);
-    console.log(`${passed.length} passed, 1 failed`);
-    return 1;
-  }
-  console.log(`${passed.length} passed, 0 failed`);
-  return 0;
+  return finish({ context, profile, shots: [[page, shot]], failure, step });
 }
 
 main().then((code) => process.exit(code), (e) => { console.error(`FAIL: ${e.stack || e}`); process.exit(1); });
