@@ -48,7 +48,7 @@ CLIENT_CPU = "1" if NCPU > 1 else "0"
 ASYNC_MPM = {"StartServers": 2, "ServerLimit": 2, "ThreadsPerChild": 25, "ThreadLimit": 25,
              "MaxRequestWorkers": 50, "MinSpareThreads": 25, "MaxSpareThreads": 50,
              "AsyncRequestWorkerFactor": 400, "MaxConnectionsPerChild": 0}
-ASYNC_GLOBAL = "MaxMemFree 1\n"
+ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "MaxMemFree 1\n")
 # A thread per connection (blocking driver, mod_lua): 8 x 150 = 1,200 threads.
 BLOCKING_MPM = {"StartServers": 8, "ServerLimit": 8, "ThreadsPerChild": 150,
                 "ThreadLimit": 150, "MaxRequestWorkers": 1200, "MinSpareThreads": 25,

@@ -58,7 +58,7 @@ APLOG_USE_MODULE(websocket);
 
 #define WS_DEFAULT_MAX_MESSAGE (16 * 1024 * 1024)
 #define WS_DEFAULT_MAX_QUEUE (16 * 1024 * 1024)
-#define WS_READ_SIZE 65536
+#define WS_READ_SIZE 65536                       /* per-thread flatten buffer */
 #define WS_FLUSH_AT 65536                        /* flush in-callback sends past this */
 #define WS_CLOSE_WAIT apr_time_from_sec(5)       /* wait for the peer's close reply */
 #define WS_WRITE_CHUNK 32768                     /* async: bytes handed to the filters at once */
@@ -66,6 +66,10 @@ APLOG_USE_MODULE(websocket);
 #define WS_TICK apr_time_from_msec(100)          /* housekeeping period */
 #define WS_DEFAULT_PING_INTERVAL apr_time_from_sec(30)
 #define WS_DEFAULT_ASYNC_DELAY apr_time_from_msec(20)
+#define WS_OUT_BUF 8192                          /* output bucket size for small frames */
+#define WS_WARM_FREE (32 * 1024)                 /* allocator nodes a busy session keeps */
+#define WS_WARM_NODES 4                          /* ... at most this many (8 KB or more) */
+#define WS_COOL_AFTER apr_time_from_sec(1)       /* quiet this long: give them back */
 
 /* ---- configuration ------------------------------------------------------------ */
 
@@ -1051,6 +1055,8 @@ struct ws_conn {
     apr_time_t close_deadline;
     apr_time_t drain_deadline;    /* async: a finished session's output must go by then */
     apr_time_t last_input;
+    apr_time_t prev_input;        /* the input before last_input: is traffic steady? */
+    apr_allocator_t *alloc;       /* the connection's allocator, while kept warm */
     apr_time_t ping_sent;         /* 0 when no ping is outstanding */
     apr_time_t start;
     apr_uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
@@ -1060,22 +1066,50 @@ struct ws_conn {
  * of a partial frame, so an idle connection holds no read buffer. */
 static __thread unsigned char ws_rbuf[WS_READ_SIZE];
 
-/* Append one frame to bbout (the data is copied).  Small frames share 8 KB heap buckets
- * (one writev for many messages); large payloads get a bucket of their own. */
+/* Append bytes to bbout (copied).  Small frames share malloc'd heap buckets of
+ * WS_OUT_BUF (one writev for many messages); a large payload gets one of its own.
+ * Not apr_brigade_write: its buffers come from the connection's allocator, which
+ * with a small MaxMemFree maps and unmaps a node for every message. */
+static void ws_out_bytes(ws_conn *s, const void *data, size_t len)
+{
+    apr_bucket *e;
+    char *buf;
+    size_t cap;
+
+    if (!APR_BRIGADE_EMPTY(s->bbout)) {
+        e = APR_BRIGADE_LAST(s->bbout);
+        if (APR_BUCKET_IS_HEAP(e)) {
+            apr_bucket_heap *hb = e->data;
+            size_t end = (size_t)e->start + e->length;
+            if (hb->free_func == free && hb->refcount.refcount == 1
+                && end == (size_t)e->length && hb->alloc_len - end >= len) {
+                memcpy(hb->base + end, data, len);
+                e->length += len;
+                return;
+            }
+        }
+    }
+    cap = len > WS_OUT_BUF / 2 ? len : WS_OUT_BUF;
+    buf = malloc(cap);
+    if (!buf) {
+        s->c->aborted = 1;      /* out of memory: drop the connection */
+        return;
+    }
+    memcpy(buf, data, len);
+    e = apr_bucket_heap_create(buf, cap, free, s->c->bucket_alloc);
+    e->length = len;
+    APR_BRIGADE_INSERT_TAIL(s->bbout, e);
+}
+
+/* Append one frame to bbout (the data is copied). */
 static void ws_out_frame_rsv(ws_conn *s, unsigned rsv, unsigned opcode, const void *data,
                              size_t len)
 {
     uint8_t hdr[WS_FRAME_HEADER_MAX];
     size_t hlen = ws_frame_header(hdr, 1, rsv, opcode, len, NULL);
-    apr_brigade_write(s->bbout, NULL, NULL, (const char *)hdr, hlen);
-    if (len <= 4096) {
-        if (len) {
-            apr_brigade_write(s->bbout, NULL, NULL, data, len);
-        }
-    }
-    else {
-        APR_BRIGADE_INSERT_TAIL(s->bbout, apr_bucket_heap_create(data, len, NULL,
-                                                                 s->c->bucket_alloc));
+    ws_out_bytes(s, hdr, hlen);
+    if (len) {
+        ws_out_bytes(s, data, len);
     }
     s->out_buffered += (apr_off_t)(hlen + len);
     s->bytes_out += hlen + len;
@@ -1599,10 +1633,67 @@ static void ws_on_event(ws_conn *s, const ws_event *ev)
     }
 }
 
+/*
+ * Allocator warmth.  The event MPM gives every connection an APR allocator of its own
+ * that keeps at most MaxMemFree of freed memory.  With the small MaxMemFree that keeps
+ * 10,000 idle connections small, each socket read's 8 KB buffer is mapped and unmapped
+ * again: that cost a busy echo three quarters of its throughput.  So a session with
+ * steady traffic keeps up to WS_WARM_FREE of nodes, and gives them back once quiet.
+ */
+static void ws_alloc_warm(ws_conn *s)
+{
+    /* (An HTTP/2 stream's allocator is mod_http2's, with its own limit.) */
+    if (s->alloc || s->c->master || ap_max_mem_free == APR_ALLOCATOR_MAX_FREE_UNLIMITED
+        || ap_max_mem_free >= WS_WARM_FREE) {
+        return;
+    }
+    s->alloc = apr_pool_allocator_get(s->c->pool);
+    if (s->alloc) {
+        apr_allocator_max_free_set(s->alloc, WS_WARM_FREE);
+    }
+}
+
+static void ws_alloc_cool(ws_conn *s)
+{
+    apr_memnode_t *nodes[WS_WARM_NODES];
+    int i, n = 0;
+    if (!s->alloc) {
+        return;
+    }
+    apr_allocator_max_free_set(s->alloc, ap_max_mem_free);
+    /* APR has no call that releases an allocator's free nodes.  Take out as many as
+     * it may hold (the smallest request is served by any free node), then free them
+     * past the lowered limit, which hands them back to the system. */
+    for (i = 0; i < WS_WARM_NODES; i++) {
+        if ((nodes[n] = apr_allocator_alloc(s->alloc, 1)) != NULL) {
+            n++;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        apr_allocator_free(s->alloc, nodes[i]);
+    }
+    s->alloc = NULL;
+}
+
+/* Steady traffic (this input came soon after the one before) keeps the nodes until
+ * the session has been quiet for WS_COOL_AFTER; sporadic input (pings, a chat line
+ * now and then) gives them back as soon as the session waits again. */
+static apr_time_t ws_alloc_cool_at(const ws_conn *s)
+{
+    if (!s->alloc) {
+        return 0;
+    }
+    if (!s->prev_input || s->last_input - s->prev_input >= WS_COOL_AFTER) {
+        return s->last_input;
+    }
+    return s->last_input + WS_COOL_AFTER;
+}
+
 /* Feed n bytes of buf to the parser and act on every event. */
 static void ws_consume(ws_conn *s, uint8_t *p, size_t n)
 {
     s->bytes_in += n;
+    s->prev_input = s->last_input;
     s->last_input = apr_time_now();
     s->ping_sent = 0;
     while (n > 0 && s->state != WS_ST_DONE) {
@@ -1623,16 +1714,23 @@ static void ws_consume(ws_conn *s, uint8_t *p, size_t n)
 }
 
 /* Read what the input filters have without blocking.  Returns APR_SUCCESS if bytes
- * were consumed, APR_EAGAIN if none were there, APR_EOF or an error otherwise. */
-static apr_status_t ws_read_available(ws_conn *s)
+ * were consumed, APR_EAGAIN if none were there, APR_EOF or an error otherwise.
+ * *drained is set when the read shows that nothing more is waiting: on a plain
+ * socket (the core's input filter alone, which reads until it has what was asked or
+ * the socket says EAGAIN) a read that returned less than asked took all there was.
+ * Reads are asked in batches of two of the core's 8000-byte buffers, so that a busy
+ * session needs few allocator nodes at a time (see ws_alloc_warm). */
+#define WS_READ_BATCH (2 * APR_BUCKET_BUFF_SIZE)
+static apr_status_t ws_read_available(ws_conn *s, int *drained)
 {
     apr_status_t rv;
     apr_size_t len;
     int eos = 0;
     apr_bucket *b;
 
+    *drained = 0;
     rv = ap_get_brigade(s->c->input_filters, s->bbin, AP_MODE_READBYTES,
-                        APR_NONBLOCK_READ, sizeof(ws_rbuf));
+                        APR_NONBLOCK_READ, WS_READ_BATCH);
     if (APR_STATUS_IS_EAGAIN(rv)) {
         return APR_EAGAIN;
     }
@@ -1653,6 +1751,8 @@ static apr_status_t ws_read_available(ws_conn *s)
         return rv;
     }
     if (len) {
+        *drained = len < WS_READ_BATCH
+                   && s->c->input_filters->frec == ap_core_input_filter_handle;
         ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
@@ -1743,22 +1843,34 @@ static apr_time_t ws_timers(ws_conn *s, apr_time_t now)
 static apr_time_t ws_round(ws_conn *s, int read_input)
 {
     apr_status_t rv = APR_SUCCESS;
+    apr_time_t now, next, cool;
+    int drained = 0;
     if (read_input) {
+        ws_alloc_warm(s);
         /* Drain everything the filters already have: bytes mod_ssl decrypted, or a
          * frame that came in the same segment as the handshake, are invisible to poll. */
         do {
-            rv = ws_read_available(s);
-        } while (rv == APR_SUCCESS && s->state != WS_ST_DONE
+            rv = ws_read_available(s, &drained);
+        } while (rv == APR_SUCCESS && !drained && s->state != WS_ST_DONE
                  && s->out_buffered < WS_FLUSH_AT);
         /* Stopped to write first (backpressure): more input may sit in the filters,
          * where poll cannot see it; the caller must read again before waiting. */
-        s->input_pending = rv == APR_SUCCESS;
+        s->input_pending = rv == APR_SUCCESS && !drained;
         if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
             s->state = WS_ST_DONE;      /* EOF or error: TCP went away */
         }
     }
     ws_drain_handle(s);
-    return ws_timers(s, apr_time_now());
+    now = apr_time_now();
+    next = ws_timers(s, now);
+    cool = ws_alloc_cool_at(s);
+    if (cool && cool <= now) {
+        ws_alloc_cool(s);
+    }
+    else if (cool && (!next || cool < next)) {
+        next = cool;
+    }
+    return next;
 }
 
 /* ---- the blocking driver -------------------------------------------------------- */
@@ -1783,7 +1895,8 @@ static apr_os_sock_t ws_conn_fd(conn_rec *c)
     return fd;
 }
 
-/* Wait for input, a wake-up or the timer.  Returns 1 if the socket is readable. */
+/* Wait for input (or, with want_write, only for room to write: no more input is taken
+ * while output is stuck), a wake-up or the timer.  Returns 1 if the socket is ready. */
 static int ws_wait(apr_os_sock_t fd, int wake_fd, int want_write, apr_time_t until)
 {
     struct pollfd fds[2];
@@ -1793,7 +1906,7 @@ static int ws_wait(apr_os_sock_t fd, int wake_fd, int want_write, apr_time_t unt
         wait_ms = left <= 0 ? 0 : (int)((left + 999) / 1000);
     }
     fds[0].fd = fd;
-    fds[0].events = POLLIN | (want_write ? POLLOUT : 0);
+    fds[0].events = want_write ? POLLOUT : POLLIN;
     fds[1].fd = wake_fd;
     fds[1].events = POLLIN;
     fds[0].revents = fds[1].revents = 0;
@@ -1886,6 +1999,7 @@ static void ws_session_end(ws_conn *s)
         }
     }
     ws_unsubscribe_all(s);
+    ws_alloc_cool(s);
     ws_parser_free(&s->parser);
     ws_pmd_destroy(s->pmd);
     s->pmd = NULL;
@@ -1953,7 +2067,10 @@ static int ws_async_run(ws_conn *s)
             readable = 1;
             continue;
         }
-        if (!pending && delay > 0 && fd >= 0 && !ws_child_stopping_flag) {
+        /* Wait here, on this worker, for input, for room to write the rest (a large
+         * message fills the socket buffer; a round trip through the MPM's poll for it
+         * costs more than the wait), for a wake-up or a timer. */
+        if (delay > 0 && fd >= 0 && !ws_child_stopping_flag) {
             if (!busy_counted) {
                 if (apr_atomic_inc32(&ws_busy_threads) >= (apr_uint32_t)ws_busy_limit) {
                     apr_atomic_dec32(&ws_busy_threads);
@@ -1970,7 +2087,7 @@ static int ws_async_run(ws_conn *s)
                     until = next;
                     timer = 1;
                 }
-                readable = ws_wait(fd, s->h->wake_fd, 0, until);
+                readable = ws_wait(fd, s->h->wake_fd, pending, until);
                 if (readable || timer || apr_time_now() < until) {
                     continue;   /* input, a wake-up or a timer: stay on this worker */
                 }
