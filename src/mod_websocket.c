@@ -70,6 +70,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_WARM_FREE (32 * 1024)                 /* allocator nodes a busy session keeps */
 #define WS_WARM_NODES 4                          /* ... at most this many (8 KB or more) */
 #define WS_COOL_AFTER apr_time_from_sec(1)       /* quiet this long: give them back */
+#define WS_TRIM_CHURN (16 * 1024 * 1024)         /* malloc_trim after this much traffic */
 
 /* ---- configuration ------------------------------------------------------------ */
 
@@ -649,9 +650,18 @@ typedef struct ws_qmsg {
     ws_payload *p;
 } ws_qmsg;
 
+/* Bytes malloc'd for messages since the housekeeper last trimmed the heap. */
+static apr_uint32_t ws_heap_churn;
+
+static void ws_heap_churn_add(size_t len)
+{
+    apr_atomic_add32(&ws_heap_churn, len > 0x7fffffff ? 0x7fffffff : (apr_uint32_t)len);
+}
+
 static ws_payload *ws_payload_create(int opcode, const void *data, size_t len)
 {
     ws_payload *p = malloc(sizeof(*p) + len);
+    ws_heap_churn_add(len);
     if (p) {
         p->refs = 1;
         p->flags = 0;
@@ -1091,6 +1101,7 @@ static void ws_out_bytes(ws_conn *s, const void *data, size_t len)
     }
     cap = len > WS_OUT_BUF / 2 ? len : WS_OUT_BUF;
     buf = malloc(cap);
+    ws_heap_churn_add(cap);
     if (!buf) {
         s->c->aborted = 1;      /* out of memory: drop the connection */
         return;
@@ -2280,13 +2291,20 @@ static volatile int ws_housekeeper_stop;
 static void *APR_THREAD_FUNC ws_housekeeper_main(apr_thread_t *t, void *data)
 {
     unsigned ticks = 0;
+    apr_uint64_t churn = 0;
     (void)data;
     while (!ws_housekeeper_stop) {
         /* Messages are allocated on the senders' threads and freed on the writers':
          * glibc keeps the freed middle of each thread's arena.  Give it back now and
-         * then (bursts of queued messages otherwise raise a child's RSS for good). */
+         * then (bursts of queued messages otherwise raise a child's RSS for good),
+         * but only after real traffic: trimming a large heap holds glibc's arena
+         * locks, a stall every thread that allocates would feel. */
+        churn += apr_atomic_xchg32(&ws_heap_churn, 0);
         if (++ticks % 100 == 0) {
-            malloc_trim(0);
+            if (churn >= WS_TRIM_CHURN) {
+                malloc_trim(0);
+            }
+            churn = 0;
         }
         apr_time_t now = apr_time_now();
         ws_handle *h;
