@@ -73,6 +73,7 @@ static struct {
     double duration, warmup;
     int nsrc;                  /* source addresses 127.0.0.1 .. 127.0.0.nsrc (0: any) */
     int burst;                 /* concurrent connection attempts (all threads) */
+    int open_first;            /* echo: no message until every connection is open */
     const char *json;
     const char *pidfile;
     int pid;
@@ -215,6 +216,7 @@ typedef struct conn {
     int id;
     int state;
     int probe;                 /* idle mode: a probe connection (connect, echo, close) */
+    int started;               /* echo: its messages have been queued */
     unsigned ev;               /* events registered with epoll */
     SSL *ssl;
     int ssl_want_write;
@@ -269,6 +271,7 @@ typedef struct worker {
     int stopping;
     int ping_round;
     int probe_seen;
+    int released;              /* echo --open-first: messages queued after opening */
     conn probe;
     stats s;
 } worker;
@@ -716,6 +719,9 @@ static void on_open(worker *w, conn *c)
         w->s.opened++;
         switch (opt.mode) {
         case M_ECHO:
+            if (opt.open_first && ld(&g_phase) == PH_SETUP)
+                break;          /* tick() starts it once all are open */
+            c->started = 1;
             for (int i = 0; i < opt.inflight; i++)
                 queue_message(w, c);
             break;
@@ -1209,6 +1215,19 @@ static void tick(worker *w)
             conn_start(w, &w->probe);
         }
     }
+    if (opt.mode == M_ECHO && opt.open_first && !w->released && phase > PH_SETUP
+        && !w->stopping) {
+        w->released = 1;
+        for (int i = 0; i < w->nconns; i++) {
+            conn *c = &w->conns[i];
+            if (c->state != CS_OPEN || c->started)
+                continue;
+            c->started = 1;
+            for (int k = 0; k < opt.inflight; k++)
+                queue_message(w, c);
+            flush_out(w, c);
+        }
+    }
     while (!w->stopping && w->next_start < w->nconns && w->pending < w->max_pending)
         conn_start(w, &w->conns[w->next_start++]);
 }
@@ -1360,6 +1379,7 @@ static void usage(FILE *f)
 "  -t N       threads [1]\n"
 "  -S K       spread connections over source addresses 127.0.0.1 .. 127.0.0.K\n"
 "  -B N       concurrent connection attempts while opening [256]\n"
+"  --open-first      echo: send nothing until every connection is open\n"
 "  --hold SEC        idle: how long to hold the connections [10]\n"
 "  --ping SEC        idle: client ping interval [10]\n"
 "  --probe SEC       idle: every SEC seconds a new client connects, echoes, closes [off]\n"
@@ -1455,7 +1475,7 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         {"hold", 1, 0, 1}, {"ping", 1, 0, 2}, {"probe", 1, 0, 3},
         {"final-timeout", 1, 0, 4}, {"open-timeout", 1, 0, 5}, {"pidfile", 1, 0, 6},
-        {"pid", 1, 0, 7}, {"send", 1, 0, 8}, {"cafile", 1, 0, 9}, {"json", 1, 0, 10},
+        {"pid", 1, 0, 7}, {"send", 1, 0, 8}, {"cafile", 1, 0, 9}, {"json", 1, 0, 10}, {"open-first", 0, 0, 11},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     if (argc < 3) {
         usage(argc > 1 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
@@ -1493,6 +1513,7 @@ int main(int argc, char **argv)
         case 8: opt.send_on_open = optarg; break;
         case 9: opt.cafile = optarg; break;
         case 10: opt.json = optarg; break;
+        case 11: opt.open_first = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

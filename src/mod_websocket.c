@@ -71,6 +71,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_WARM_NODES 4                          /* ... at most this many (8 KB or more) */
 #define WS_COOL_AFTER apr_time_from_sec(1)       /* quiet this long: give them back */
 #define WS_TRIM_CHURN (16 * 1024 * 1024)         /* malloc_trim after this much traffic */
+#define WS_TLS_CHURN (64 * 1024)                 /* ... counting a TLS handshake as this */
 
 /* ---- configuration ------------------------------------------------------------ */
 
@@ -2563,6 +2564,9 @@ static int ws_handler(request_rec *r)
     apr_pool_pre_cleanup_register(c->pool, s, ws_session_cleanup);
     ws_io_acquire(s->h);
     ws_registry_add(s->h);
+    /* A TLS handshake leaves tens of KB of freed OpenSSL memory in glibc's arenas:
+     * a storm of new wss connections is traffic worth a trim too. */
+    ws_heap_churn_add(ap_ssl_conn_is_ssl(c) ? WS_TLS_CHURN : 0);
 
     memset(&req, 0, sizeof(req));
     req.size = sizeof(req);
