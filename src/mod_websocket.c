@@ -61,7 +61,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_READ_SIZE 65536                       /* per-thread flatten buffer */
 #define WS_FLUSH_AT 65536                        /* flush in-callback sends past this */
 #define WS_CLOSE_WAIT apr_time_from_sec(5)       /* wait for the peer's close reply */
-#define WS_WRITE_CHUNK 32768                     /* async: bytes handed to the filters at once */
+#define WS_WRITE_CHUNK 65536                     /* async: most bytes handed to the filters at once */
 #define WS_OUT_RETRY apr_time_from_msec(100)     /* async: retry pending output this often */
 #define WS_TICK apr_time_from_msec(100)          /* housekeeping period */
 #define WS_DEFAULT_PING_INTERVAL apr_time_from_sec(30)
@@ -1178,7 +1178,15 @@ static int ws_write_nonblocking(ws_conn *s)
     conn_rec *c = s->c;
     ap_filter_t *core = c->output_filters;
     apr_status_t rv = APR_SUCCESS;
+    core_server_config *cconf = ap_get_core_module_config(c->base_server->module_config);
+    apr_size_t chunk = cconf->flush_max_threshold;
 
+    /* Stay at or under FlushMaxThreshold: past it the core writes blocking.  Through
+     * another filter (mod_ssl adds record overhead) keep half of it in reserve. */
+    if (c->output_filters->frec != ap_core_output_filter_handle) {
+        chunk /= 2;
+    }
+    chunk = chunk > WS_WRITE_CHUNK ? WS_WRITE_CHUNK : chunk < 1024 ? 1024 : chunk;
     while (core->next) {
         core = core->next;
     }
@@ -1190,7 +1198,7 @@ static int ws_write_nonblocking(ws_conn *s)
                 break;
             }
         }
-        apr_brigade_partition(s->bbout, WS_WRITE_CHUNK, &after);
+        apr_brigade_partition(s->bbout, (apr_off_t)chunk, &after);
         while (APR_BRIGADE_FIRST(s->bbout) != after) {
             apr_bucket *b = APR_BRIGADE_FIRST(s->bbout);
             APR_BUCKET_REMOVE(b);
@@ -1665,7 +1673,7 @@ static void ws_alloc_warm(ws_conn *s)
     }
 }
 
-static void ws_alloc_cool(ws_conn *s)
+static void ws_alloc_cool(ws_conn *s, int drain)
 {
     apr_memnode_t *nodes[WS_WARM_NODES];
     int i, n = 0;
@@ -1673,6 +1681,10 @@ static void ws_alloc_cool(ws_conn *s)
         return;
     }
     apr_allocator_max_free_set(s->alloc, ap_max_mem_free);
+    if (!drain) {
+        s->alloc = NULL;
+        return;
+    }
     /* APR has no call that releases an allocator's free nodes.  Take out as many as
      * it may hold (the smallest request is served by any free node), then free them
      * past the lowered limit, which hands them back to the system. */
@@ -1877,7 +1889,7 @@ static apr_time_t ws_round(ws_conn *s, int read_input)
     next = ws_timers(s, now);
     cool = ws_alloc_cool_at(s);
     if (cool && cool <= now) {
-        ws_alloc_cool(s);
+        ws_alloc_cool(s, 1);
     }
     else if (cool && (!next || cool < next)) {
         next = cool;
@@ -2011,7 +2023,10 @@ static void ws_session_end(ws_conn *s)
         }
     }
     ws_unsubscribe_all(s);
-    ws_alloc_cool(s);
+    /* Only the limit: the connection's pool is about to be recycled (the event MPM
+     * keeps a few, ThreadsPerChild * 3/4 with MaxMemFree set) or destroyed, and the
+     * next connection on it reuses what is left. */
+    ws_alloc_cool(s, 0);
     ws_parser_free(&s->parser);
     ws_pmd_destroy(s->pmd);
     s->pmd = NULL;

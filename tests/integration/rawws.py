@@ -12,9 +12,11 @@ Every read has a deadline (socket timeouts): a test never hangs.
 import base64
 import hashlib
 import os
+import select
 import socket
 import ssl
 import struct
+import threading
 import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -137,6 +139,8 @@ class RawWS:
         else:
             self.sock = raw
         self.sock.settimeout(timeout)
+        self.tls = ssl_ctx is not None
+        self._tls_lock = threading.Lock()
         self.buf = bytearray()
         self.eof = False
 
@@ -163,13 +167,35 @@ class RawWS:
         return ws
 
     # ---- low level I/O ------------------------------------------------------------------
+    def _tls_io(self, fn, arg, deadline):
+        """One SSL read or write, non-blocking under a lock, waiting outside it: a sender
+        thread and a reader thread may share a connection, but an SSL object must not
+        be used by two threads at once."""
+        while True:
+            with self._tls_lock:
+                if self.sock.gettimeout() != 0:
+                    self.sock.settimeout(0)
+                try:
+                    return fn(arg)
+                except ssl.SSLWantReadError:
+                    r, w = [self.sock], []
+                except ssl.SSLWantWriteError:
+                    r, w = [], [self.sock]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("timed out")
+            select.select(r, w, [], remaining)
+
     def _fill(self, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no data from the server before the deadline")
-        self.sock.settimeout(remaining)
         try:
-            data = self.sock.recv(65536)
+            if self.tls:
+                data = self._tls_io(self.sock.recv, 65536, deadline)
+            else:
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(65536)
         except socket.timeout:
             raise TimeoutError("no data from the server before the deadline") from None
         except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError,
@@ -189,10 +215,17 @@ class RawWS:
         return out
 
     def send_raw(self, data):
-        self.sock.sendall(data)
+        if not self.tls:
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            n = self._tls_io(self.sock.send, view[:65536], time.monotonic() + self.timeout)
+            view = view[n:]
 
     def send_frame(self, opcode, payload=b"", **kw):
-        self.sock.sendall(build_frame(opcode, payload, **kw))
+        self.send_raw(build_frame(opcode, payload, **kw))
 
     def send_text(self, text):
         self.send_frame(OP_TEXT, text.encode() if isinstance(text, str) else text)
