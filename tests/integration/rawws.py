@@ -1,4 +1,4 @@
-"""A raw WebSocket client on a blocking socket, for malformed input.
+"""A raw WebSocket client, for malformed input.
 
     ws = RawWS.open(server, "ws", "/echo")          # handshake, asserts 101 + accept
     ws.send_frame(OP_TEXT, b"hi", rsv=0x4)          # any bits you like
