@@ -651,7 +651,8 @@ typedef struct ws_qmsg {
     ws_payload *p;
 } ws_qmsg;
 
-/* Bytes malloc'd for messages since the housekeeper last trimmed the heap. */
+/* Bytes malloc'd for queued messages (freed on other threads than their senders')
+ * since the housekeeper last trimmed the heap. */
 static apr_uint32_t ws_heap_churn;
 
 static void ws_heap_churn_add(size_t len)
@@ -1068,6 +1069,7 @@ struct ws_conn {
     apr_time_t last_input;
     apr_time_t prev_input;        /* the input before last_input: is traffic steady? */
     apr_allocator_t *alloc;       /* the connection's allocator, while kept warm */
+    apr_size_t write_chunk;       /* async: most bytes handed to the filters at once */
     apr_time_t ping_sent;         /* 0 when no ping is outstanding */
     apr_time_t start;
     apr_uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
@@ -1102,7 +1104,6 @@ static void ws_out_bytes(ws_conn *s, const void *data, size_t len)
     }
     cap = len > WS_OUT_BUF / 2 ? len : WS_OUT_BUF;
     buf = malloc(cap);
-    ws_heap_churn_add(cap);
     if (!buf) {
         s->c->aborted = 1;      /* out of memory: drop the connection */
         return;
@@ -1169,6 +1170,19 @@ static apr_status_t ws_flush(ws_conn *s)
     return APR_SUCCESS;
 }
 
+/* Stay at or under FlushMaxThreshold, past which the core writes blocking; through
+ * another filter (mod_ssl adds record overhead) keep half of it in reserve.  The
+ * connection's filters are settled once the handshake is done. */
+static apr_size_t ws_write_chunk(conn_rec *c)
+{
+    core_server_config *cconf = ap_get_core_module_config(c->base_server->module_config);
+    apr_size_t chunk = cconf->flush_max_threshold;
+    if (c->output_filters->frec != ap_core_output_filter_handle) {
+        chunk /= 2;
+    }
+    return chunk > WS_WRITE_CHUNK ? WS_WRITE_CHUNK : chunk < 1024 ? 1024 : chunk;
+}
+
 /* Non-blocking write for the async driver: hand bbout to the filters in bounded
  * chunks (the core output filter blocks past FlushMaxThreshold) while the socket
  * takes them, then push the core's remainder without a FLUSH bucket (which would
@@ -1178,15 +1192,8 @@ static int ws_write_nonblocking(ws_conn *s)
     conn_rec *c = s->c;
     ap_filter_t *core = c->output_filters;
     apr_status_t rv = APR_SUCCESS;
-    core_server_config *cconf = ap_get_core_module_config(c->base_server->module_config);
-    apr_size_t chunk = cconf->flush_max_threshold;
+    apr_size_t chunk = s->write_chunk ? s->write_chunk : ws_write_chunk(c);
 
-    /* Stay at or under FlushMaxThreshold: past it the core writes blocking.  Through
-     * another filter (mod_ssl adds record overhead) keep half of it in reserve. */
-    if (c->output_filters->frec != ap_core_output_filter_handle) {
-        chunk /= 2;
-    }
-    chunk = chunk > WS_WRITE_CHUNK ? WS_WRITE_CHUNK : chunk < 1024 ? 1024 : chunk;
     while (core->next) {
         core = core->next;
     }
@@ -2581,7 +2588,9 @@ static int ws_handler(request_rec *r)
     ws_registry_add(s->h);
     /* A TLS handshake leaves tens of KB of freed OpenSSL memory in glibc's arenas:
      * a storm of new wss connections is traffic worth a trim too. */
-    ws_heap_churn_add(ap_ssl_conn_is_ssl(c) ? WS_TLS_CHURN : 0);
+    if (ap_ssl_conn_is_ssl(c)) {
+        ws_heap_churn_add(WS_TLS_CHURN);
+    }
 
     memset(&req, 0, sizeof(req));
     req.size = sizeof(req);
@@ -2650,6 +2659,7 @@ static int ws_handler(request_rec *r)
     r->status = HTTP_SWITCHING_PROTOCOLS;
     r->status_line = NULL;
     ws_prepare_connection(r);
+    s->write_chunk = ws_write_chunk(c);
     /* To the connection's filters: mod_deflate, mod_headers and chunking never see it. */
     ap_send_interim_response(r, 1);
     s->r = NULL;
