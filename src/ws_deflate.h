@@ -18,7 +18,10 @@
  *
  * Memory: every byte zlib allocates goes through counting hooks, so ws_pmd_memory()
  * counts zlib's state exactly, plus our buffers (not malloc's own overhead).  Streams are created on first use.  With
- * client_no_context_takeover the inflate stream is freed after every message; with
+ * client_no_context_takeover the inflate stream is freed after every message; without
+ * it (the client keeps its context) the stream is freed too and only the window's
+ * bytes are kept (at most 2^client_max_window_bits, fewer if fewer were received), to
+ * be the next message's dictionary; with
  * server_no_context_takeover no deflate stream belongs to the connection at all: one
  * per thread is borrowed for the duration of a call (deflateInit2 + deflateEnd of a
  * default stream cost ~60 us, several times a small message; deflateReset ~3 us).  Output buffers are freed by
