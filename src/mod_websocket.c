@@ -683,7 +683,6 @@ static void ws_payload_release(ws_payload *p)
     }
 }
 
-typedef struct ws_conn ws_session;
 
 /*
  * A handle is malloc'd and reference counted: plugin threads, MPM callbacks and the
@@ -697,7 +696,7 @@ struct ws_handle {
     apr_uint32_t refs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    ws_session *s;                /* NULL once the connection is over */
+    ws_conn *s;                   /* NULL once the connection is over */
     int io_busy;                  /* a thread owns the connection's I/O */
     int parked;                   /* async: the MPM polls it; wake with a callback */
     int cb_pending;               /* a wake callback is scheduled */
@@ -831,7 +830,7 @@ static void ws_handle_wake_locked(ws_handle *h)
     }
 }
 
-static ws_handle *ws_handle_create(ws_session *s, apr_size_t max_queue)
+static ws_handle *ws_handle_create(ws_conn *s, apr_size_t max_queue)
 {
     ws_handle *h = calloc(1, sizeof(*h));
     if (!h) {
@@ -855,9 +854,9 @@ static ws_handle *ws_handle_create(ws_session *s, apr_size_t max_queue)
 
 /* Take I/O ownership of the connection behind h: wait while another thread has it.
  * Returns the session, or NULL if the connection is over. */
-static ws_session *ws_io_acquire(ws_handle *h)
+static ws_conn *ws_io_acquire(ws_handle *h)
 {
-    ws_session *s;
+    ws_conn *s;
     pthread_mutex_lock(&h->mu);
     while (h->io_busy) {
         pthread_cond_wait(&h->cv, &h->mu);
@@ -1033,6 +1032,10 @@ static int ws_api_handle_close(ws_handle *h, int code, const char *reason)
 }
 
 /* ---- the session: one WebSocket connection, owned by its I/O thread ------------ */
+
+/* One name for it: the type is struct ws_conn, as plugins see it in the ABI
+ * (include/mod_websocket.h); "session" in comments and in ws_session_* function names
+ * means the same thing, and `s` is the usual variable. */
 
 typedef enum { WS_ST_OPENING, WS_ST_OPEN, WS_ST_CLOSING, WS_ST_DONE } ws_state;
 
@@ -1648,10 +1651,13 @@ static void ws_on_event(ws_conn *s, const ws_event *ev)
     case WS_EV_CLOSE:
         s->close_received = 1;
         if (!s->close_sent) {
-            /* RFC 6455 5.5.1: echo the status code we received */
+            /* RFC 6455 5.5.1: echo the status code we received, and its reason (the
+             * parser checked it is UTF-8 and at most 123 bytes), as browsers and
+             * other servers expect */
             s->close_code = ev->close_code;
             s->close_reason = apr_pstrmemdup(s->c->pool, (const char *)ev->data, ev->len);
-            ws_send_close(s, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code, "");
+            ws_send_close(s, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code,
+                          s->close_reason);
         }
         s->state = WS_ST_DONE;
         break;

@@ -25,6 +25,7 @@ Everything runs on the event MPM over ws and wss unless noted.
 
 import os
 import random
+import struct
 import threading
 import zlib
 
@@ -829,6 +830,46 @@ def test_limit_is_exact(server, transport):
             assert op == opcode and inflate_strict(wire, 15) == data
         ws.send_frame(OP_BINARY, deflate(b"L" * (SMALL + 1)), rsv=0x4)
         expect_code(ws, 1009)
+
+
+def stored_block(data, final=False):
+    """One stored DEFLATE block (RFC 1951 3.2.4), byte-aligned."""
+    n = len(data)
+    return bytes([1 if final else 0]) + struct.pack("<HH", n, n ^ 0xFFFF) + data
+
+
+@pytest.mark.parametrize("path,offer", [
+    ("/echo", "permessage-deflate"),                       # client_no_context_takeover
+    ("/ct", "permessage-deflate; client_max_window_bits"),  # the window carries over
+])
+def test_stored_blocks(server, transport, path, offer):
+    """Messages made of stored blocks, as encoders emit for data they cannot compress:
+    a non-final stored block without zlib's empty block after it (the payload ends at a
+    block boundary), several of them, a final one, and one of 60000 random bytes; each
+    is echoed, and with context takeover a later message can still refer back."""
+    ws, _ = raw_open(server, transport, path, offer)
+    with ws:
+        rnd = os.urandom(60000)
+        cases = [(stored_block(b"Hello"), b"Hello"),
+                 (stored_block(b"ab") + stored_block(b"cd") + stored_block(b""), b"abcd"),
+                 (stored_block(b"final", final=True), b"final"),
+                 (stored_block(rnd), rnd),
+                 (deflate(b"mixed " * 100) + TAIL + stored_block(b" and stored"),
+                  b"mixed " * 100 + b" and stored")]
+        for wire, data in cases:
+            for opcode in ((OP_BINARY,) if data is rnd else (OP_TEXT, OP_BINARY)):
+                ws.send_frame(opcode, wire, rsv=0x4)
+                op, rsv1, back = recv_compressed(ws)
+                assert op == opcode and (inflate_strict(back, 15) if rsv1 else back) == data
+        if path == "/ct":
+            # the last message ended with " and stored": refer back into it
+            c = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=b"mixed  and stored")
+            z = deflate(b"and stored", stream=c)
+            assert len(z) < 8, z                        # a back reference
+            ws.send_frame(OP_BINARY, z, rsv=0x4)
+            assert recv_compressed(ws) == (OP_BINARY, False, b"and stored")
+        ws.send_close(1000)
+        expect_code(ws, 1000)
 
 
 def _invalid(case):
