@@ -66,6 +66,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_TICK apr_time_from_msec(100)          /* housekeeping period */
 #define WS_DEFAULT_PING_INTERVAL apr_time_from_sec(30)
 #define WS_DEFAULT_ASYNC_DELAY apr_time_from_msec(20)
+#define WS_DEFAULT_CLIENT_WINDOW 12   /* bits: a client keeping its context, by default */
 #define WS_OUT_BUF 8192                          /* output bucket size for small frames */
 #define WS_WARM_FREE (32 * 1024)                 /* allocator nodes a busy session keeps */
 #define WS_WARM_NODES 4                          /* ... at most this many (8 KB or more) */
@@ -114,7 +115,9 @@ typedef struct ws_dir_conf {
     int comp_mem_level_set;
     int comp_level;
     int comp_level_set;
-    int comp_takeover;                /* 0: ask clients for client_no_context_takeover */
+    int comp_takeover;                /* 0: ask clients for client_no_context_takeover;
+                                       * -1 (default): as 1 with a window of at most
+                                       * WS_DEFAULT_CLIENT_WINDOW bits */
     int comp_takeover_set;
 } ws_dir_conf;
 
@@ -154,7 +157,8 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->comp_window_bits = 15;
     conf->comp_mem_level = 8;
     conf->comp_level = 1;
-    conf->comp_takeover = 0;      /* an inflate window per idle connection: opt in */
+    conf->comp_takeover = -1;     /* unset: clients that can be limited keep their
+                                   * context with at most WS_DEFAULT_CLIENT_WINDOW bits */
     return conf;
 }
 
@@ -506,9 +510,10 @@ static const command_rec ws_cmds[] = {
                   "zlib compression level, 0-9 (default 1: fastest)"),
     AP_INIT_FLAG("WebSocketCompressionContextTakeover", ws_cmd_flag,
                  (void *)APR_OFFSETOF(ws_dir_conf, comp_takeover), RSRC_CONF | ACCESS_CONF,
-                 "let clients keep their compression context between messages (default "
-                 "off: it costs ~40 KB of inflate window per connection); the server never "
-                 "keeps one"),
+                 "let clients keep their compression context between messages (on: with "
+                 "the full window; off: ask for client_no_context_takeover; default: on "
+                 "with at most a 4 KiB window, off for clients that cannot be limited); "
+                 "the server never keeps one"),
     AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
                   "auto (async on the event MPM, else blocking) or blocking (one thread "
                   "per connection, for debugging)"),
@@ -1001,7 +1006,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
     if (!p) {
         return WS_ENOMEM;
     }
-    p->flags = flags;
+    p->flags = flags & WS_SEND_FLAGS;
     rv = ws_handle_enqueue(h, p);
     ws_payload_release(p);
     return rv;
@@ -1280,7 +1285,8 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         return WS_EFULL;
     }
-    ws_out_message(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len, flags);
+    ws_out_message(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len,
+                   flags & WS_SEND_FLAGS);
     s->msgs_out++;
     /* The blocking driver writes as it goes; the async one never blocks here. */
     if (!s->async && s->state == WS_ST_OPEN && s->out_buffered >= WS_FLUSH_AT) {
@@ -1576,12 +1582,41 @@ static int ws_api_publish(const char *channel, int type, const void *data, size_
     if (!ws_channel_name_ok(channel) || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
+    if (len > WS_PUBLISH_MAX - strlen(channel)) {
+        return WS_ETOOBIG;          /* the backplane ring takes no more */
+    }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
         ws_deliver(NULL, channel, strlen(channel), opcode, data, len);
         return WS_SUCCESS;
     }
     return ws_bp_publish(ws_backplane, channel, strlen(channel), opcode, data, len) == 0
            ? WS_SUCCESS : WS_ENOMEM;
+}
+
+/* What WebSocketMaxQueue bounds: queued messages plus frames the owner holds unsent
+ * (backlog, refreshed by the owner after each write). */
+static size_t ws_api_handle_buffered_amount(ws_handle *h)
+{
+    size_t n = 0;
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        n = h->s ? (size_t)(h->queued + h->backlog) : 0;
+        pthread_mutex_unlock(&h->mu);
+    }
+    return n;
+}
+
+/* On the I/O thread bbout is current (backlog is its size at the last write). */
+static size_t ws_api_buffered_amount(ws_conn *s)
+{
+    size_t n;
+    if (!s || s->state == WS_ST_DONE) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->h->mu);
+    n = (size_t)s->h->queued;
+    pthread_mutex_unlock(&s->h->mu);
+    return n + (size_t)s->out_buffered;
 }
 
 static const ws_api ws_the_api = {
@@ -1603,6 +1638,8 @@ static const ws_api ws_the_api = {
     ws_api_unsubscribe,
     ws_api_publish,
     ws_api_log,
+    ws_api_buffered_amount,
+    ws_api_handle_buffered_amount,
 };
 
 /* ---- frames in ------------------------------------------------------------------ */
@@ -2640,10 +2677,16 @@ static int ws_handler(request_rec *r)
         /* zlib cannot deflate with an 8-bit window: never ask a client for less than 9
          * (we inflate with 9 or more anyway). */
         policy.client_max_window_bits = conf->comp_window_bits < 9 ? 9 : conf->comp_window_bits;
+        /* By default a client keeps its context only if it can be held to a small
+         * window (it offered client_max_window_bits): some clients ignore a
+         * client_no_context_takeover they cannot parse (docs/clients.md). */
+        if (conf->comp_takeover < 0 && policy.client_max_window_bits > WS_DEFAULT_CLIENT_WINDOW) {
+            policy.client_max_window_bits = WS_DEFAULT_CLIENT_WINDOW;
+        }
         policy.mem_level = conf->comp_mem_level;
         policy.level = conf->comp_level;
         policy.server_no_context_takeover = 1;
-        policy.client_no_context_takeover = !conf->comp_takeover;
+        policy.client_no_context_takeover = conf->comp_takeover == 0;
         if (ws_pmd_negotiate(apr_table_get(r->headers_in, "Sec-WebSocket-Extensions"),
                              &policy, &agreed, response, sizeof(response))
             && (s->pmd = ws_pmd_create(&agreed, &policy)) != NULL) {
