@@ -58,9 +58,12 @@ LOCATIONS = [
     {"path": "/small", "plugin": "echo", "max_message_size": SMALL},
 ]
 
-# What each location answers with: (window bits, context takeover allowed).
-POLICY = {"/echo": (15, False), "/ct": (15, True), "/wb9": (9, False), "/wb8": (8, True),
-          "/small": (15, False)}
+# What each location answers with: (window bits, context takeover allowed).  "default"
+# (WebSocketCompressionContextTakeover not set): allowed with a client window of at most
+# 12 bits, so only for clients that offer client_max_window_bits.
+POLICY = {"/echo": (15, "default"), "/ct": (15, True), "/wb9": (9, "default"),
+          "/wb8": (8, True), "/small": (15, "default")}
+DEFAULT_CLIENT_WINDOW = 12
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +159,11 @@ def expected_params(location, server_nct=False, client_nct=False, server_bits=No
     """The response the README promises for an offer.  client_bits: None (not offered),
     True (offered without a value) or 8..15."""
     wbits, takeover = POLICY[location]
+    cwbits = wbits
+    if takeover == "default":
+        takeover, cwbits = True, min(wbits, DEFAULT_CLIENT_WINDOW)
     p = {"server_no_context_takeover": None}         # always
-    if client_nct or not takeover or (client_bits is None and wbits < 15):
+    if client_nct or not takeover or (client_bits is None and cwbits < 15):
         # asked unless ContextTakeover on; also when the client's window cannot be
         # limited to ours
         p["client_no_context_takeover"] = None
@@ -166,8 +172,8 @@ def expected_params(location, server_nct=False, client_nct=False, server_bits=No
     elif wbits < 15:
         p["server_max_window_bits"] = str(wbits)
     if client_bits is not None:
-        p["client_max_window_bits"] = str(wbits if client_bits is True
-                                          else min(client_bits, wbits))
+        p["client_max_window_bits"] = str(cwbits if client_bits is True
+                                          else min(client_bits, cwbits))
     return p
 
 
