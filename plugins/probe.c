@@ -26,6 +26,7 @@
  *   WebSocketPluginConfig protocols "a,b,c"
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,7 +213,9 @@ static int start_flood(ws_conn *c, const char *args)
 {
     flood_job *job = calloc(1, sizeof(*job));
     pthread_t tid;
+    sigset_t all, old;
     char *end;
+    int rv;
     if (!job) {
         return -1;
     }
@@ -225,7 +228,12 @@ static int start_flood(ws_conn *c, const char *args)
     pthread_mutex_lock(&flood_mu);
     flood_running++;
     pthread_mutex_unlock(&flood_mu);
-    if (pthread_create(&tid, NULL, flood_main, job) != 0) {
+    /* a plugin thread blocks every signal: httpd handles them on its main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rv = pthread_create(&tid, NULL, flood_main, job);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rv != 0) {
         api->handle_release(job->h);
         free(job);
         pthread_mutex_lock(&flood_mu);

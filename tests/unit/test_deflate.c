@@ -1301,6 +1301,7 @@ int main(void)
         bench("level 6, context takeover, windows 9", params(0, 0, 9, 9), 6, nb);
         bench("level 1, context takeover, windows 15", params(0, 0, 15, 15), 1, nb);
         bench("level 1, no context takeover, 15", params(1, 1, 15, 15), 1, nb);
+        bench("level 1, httpd default: client window 12", params(1, 0, 15, 12), 1, nb);
     }
     ws_pmd_destroy(NULL);
     ws_pmd_thread_cache_free();
