@@ -819,6 +819,10 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
         if (rc == Z_OK && pmd->win_len)
             rc = inflateSetDictionary(z, pmd->win, (uInt)pmd->win_len);
         ws_note_peak(pmd);
+        /* the window is in zlib's now: do not hold it twice while inflating */
+        free(pmd->win);
+        pmd->win = NULL;
+        pmd->win_len = pmd->win_cap = 0;
         if (rc != Z_OK) {
             inflateEnd(z);
             return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
