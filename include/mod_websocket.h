@@ -66,9 +66,11 @@ extern "C" {
 #define WS_EFULL (-3)     /* outbound queue full: nothing was queued, and the connection is
                            * being closed with 1008 (the peer does not read fast enough) */
 #define WS_ENOMEM (-4)    /* out of memory: nothing was done */
-#define WS_ETOOBIG (-5)   /* the message is larger than the function takes (publish:
-                           * WS_PUBLISH_MAX); nothing was queued, the connection (if any)
-                           * stays open.  Hosts before this code returned WS_ENOMEM. */
+#define WS_ETOOBIG (-5)   /* the message is larger than the function ever takes (send,
+                           * handle_send: WebSocketMaxQueue, default 16 MiB; publish:
+                           * WS_PUBLISH_MAX); nothing was queued, the connection stays
+                           * open.  Hosts before this code returned WS_EFULL (send, and
+                           * closed with 1008) or WS_ENOMEM (publish). */
 
 /* The largest message publish takes (payload plus channel name): half the embedded
  * backplane's 8 MiB ring.  Sends to one connection are bounded by WebSocketMaxQueue. */
@@ -169,9 +171,10 @@ typedef struct ws_api {
 
     /* --- on the I/O thread, inside callbacks for c --- */
     /* Queue a message to c.  type WS_TEXT (must be valid UTF-8) or WS_BINARY; flags
-     * WS_SEND_*.  A message must fit in the connection's WebSocketMaxQueue (default
-     * 16 MiB) with what is already queued, or WS_EFULL.
-     * Returns WS_SUCCESS, WS_EINVAL, WS_ECLOSED, WS_EFULL, WS_ENOMEM. */
+     * WS_SEND_*.  A message larger than the connection's WebSocketMaxQueue (default
+     * 16 MiB) is WS_ETOOBIG; one that does not fit with what is already queued is
+     * WS_EFULL.  Returns WS_SUCCESS, WS_EINVAL, WS_ECLOSED, WS_EFULL, WS_ETOOBIG,
+     * WS_ENOMEM; handle_send the same. */
     int (*send)(ws_conn *c, int type, const void *data, size_t len, int flags);
     /* Start the closing handshake with code (1000-1003, 1007-1014, 3000-4999) and a
      * reason (UTF-8, cut to 123 bytes).  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */

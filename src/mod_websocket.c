@@ -1002,6 +1002,9 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
     if (!h || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
+    if (len > h->max_queue) {
+        return WS_ETOOBIG;          /* never fits WebSocketMaxQueue: the plugin's error */
+    }
     p = ws_payload_create(type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
     if (!p) {
         return WS_ENOMEM;
@@ -1280,6 +1283,9 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
     }
     if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
         return WS_ECLOSED;
+    }
+    if (len > s->h->max_queue) {
+        return WS_ETOOBIG;          /* never fits WebSocketMaxQueue: the plugin's error */
     }
     if ((apr_size_t)s->out_buffered + len > s->h->max_queue) {
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");

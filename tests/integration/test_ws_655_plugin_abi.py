@@ -7,7 +7,8 @@
   - buffered_amount / handle_buffered_amount: 0 when nothing is queued; right after a
     send it counts what is not written yet; 0 again once the client has read it all.
   - publish of more than WS_PUBLISH_MAX returns WS_ETOOBIG (-5), not WS_ENOMEM; at
-    the limit it succeeds.
+    the limit it succeeds.  send of more than WebSocketMaxQueue returns WS_ETOOBIG and
+    the connection stays open (it was WS_EFULL and a 1008 close).
 
 Event MPM; the ABI does not depend on the MPM.
 """
@@ -25,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "plugins")
 WS_PUBLISH_MAX = 4 * 1024 * 1024 - 64       # include/mod_websocket.h
 WS_ETOOBIG = -5
+SMALL_QUEUE = 65536
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,9 @@ def oldabi_so(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(httpd_factory, oldabi_so):
     return httpd_factory(mpm="event", tls=True,
-                         locations=[("/old", oldabi_so), ("/probe", "probe")])
+                         locations=[("/old", oldabi_so), ("/probe", "probe"),
+                                    {"path": "/smallq", "plugin": "probe",
+                                     "max_queue": SMALL_QUEUE}])
 
 
 def test_old_plugin_loads_and_echoes(server, transport):
@@ -105,5 +109,14 @@ def test_publish_too_big(server, transport):
         assert probe_cmd(ws, f"pubsize:{WS_PUBLISH_MAX - channel_len}")[1] == "0"
         assert probe_cmd(ws, f"pubsize:{WS_PUBLISH_MAX - channel_len + 1}")[1] == \
             str(WS_ETOOBIG)
+        ws.send_text("still open")
+        assert ws.recv_message() == (OP_TEXT, b"still open")
+
+
+def test_send_too_big(server, transport):
+    with RawWS.open(server, transport, "/smallq") as ws:
+        ws.recv_message()
+        ws.send_text(f"send:{SMALL_QUEUE + 1}")
+        assert ws_last_answer(ws)[2] == str(WS_ETOOBIG)
         ws.send_text("still open")
         assert ws.recv_message() == (OP_TEXT, b"still open")
