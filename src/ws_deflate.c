@@ -529,10 +529,16 @@ static void ws_inflate_end(ws_pmd *pmd)
     }
 }
 
+static int ws_inflate_park(ws_pmd *pmd);
+
 void ws_pmd_release(ws_pmd *pmd)
 {
     if (!pmd)
         return;
+    /* idle: of a client's context keep only the window's bytes (out of memory: the
+     * stream stays, which costs memory but nothing else) */
+    if (pmd->inf_live && !pmd->inf_err && !pmd->p.client_no_context_takeover)
+        ws_inflate_park(pmd);
     free(pmd->cbuf);
     pmd->cbuf = NULL;
     pmd->ccap = 0;
@@ -740,11 +746,12 @@ nomem:
 
 /* ---- decompression (RFC 7692 7.2.2) ---------------------------------------------- */
 
-/* With context takeover, between messages: keep the window's bytes, not zlib's
- * inflate state (about 7 KiB) and window buffer; the next message starts a new stream
- * with them as its dictionary (RFC 7692 7.1.1: the window carries over; after a BFINAL
- * block too, 7.2.3.4).  An idle connection then holds at most 2^client_max_window_bits
- * bytes, fewer when it has received fewer. */
+/* With context takeover, when the connection goes idle (ws_pmd_release) or a message
+ * ended with a BFINAL block: keep the window's bytes, not zlib's inflate state (about
+ * 7 KiB) and window buffer; the next message starts a new stream with them as its
+ * dictionary (RFC 7692 7.1.1: the window carries over; after a BFINAL block too,
+ * 7.2.3.4).  An idle connection then holds at most 2^client_max_window_bits bytes,
+ * fewer when it has received fewer; a busy one keeps its stream. */
 static int ws_inflate_park(ws_pmd *pmd)
 {
     uInt n = 0;
@@ -799,6 +806,8 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     size_t limit = max_out ? max_out : SIZE_MAX;
     size_t pos = 0, have = 0;
     int tail_given = 0, ended = 0, probing = 0;
+    int drained = 0;            /* the last inflate call had output space left over */
+    int boundary = 0;           /* the last call that made progress ended between blocks */
     uint8_t probe;
     ws_utf8 utf8;
     int rc;
@@ -854,8 +863,9 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
                 z->next_in = (Bytef *)(uintptr_t)(in + pos);
                 z->avail_in = (uInt)n;
                 pos += n;
-            } else if (!tail_given) {
-                if (ws_inflate_at_boundary(z))
+            } else if (!tail_given && drained) {
+                /* the payload is all inflated: where did it end? */
+                if (boundary)
                     break;
                 /* RFC 7692 7.2.2: append 00 00 ff ff to the payload */
                 z->next_in = (Bytef *)(uintptr_t)ws_tail;
@@ -885,6 +895,11 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
             z->avail_out = give;
         }
         rc = inflate(z, Z_SYNC_FLUSH);
+        drained = z->avail_out > 0;
+        /* zlib reports a block boundary only for a call that got there: one without
+         * input or output space (Z_BUF_ERROR) leaves the state as it was */
+        if (rc != Z_BUF_ERROR)
+            boundary = ws_inflate_at_boundary(z);
         if (probing) {
             if (z->avail_out == 0)      /* one byte past max_out (RFC 6455 10.4) */
                 return ws_decompress_fail(pmd, WS_ERR_TOO_BIG, out, out_len);
@@ -914,7 +929,7 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
 
     /* RFC 7692 7.2.2: with the tail restored, a message ends at a block boundary
      * (data_type bit 128); anything else is DEFLATE data cut inside a block. */
-    if (!ended && !(z->data_type & 128))
+    if (!ended && !(boundary || (z->data_type & 128)))
         return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
     if (text && !ws_utf8_complete(&utf8))
         return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
@@ -923,7 +938,7 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
         /* RFC 7692 7.1.1.2: the client starts every message with an empty window,
          * so nothing needs keeping: an idle connection holds no inflate state */
         ws_inflate_end(pmd);
-    } else {
+    } else if (ended) {
         rc = ws_inflate_park(pmd);
         if (rc != WS_OK)
             return ws_decompress_fail(pmd, rc, out, out_len);
