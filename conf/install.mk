@@ -92,5 +92,5 @@ deb:
 	tar -cf - --exclude=./$(BUILD) --exclude=./.git --exclude=node_modules \
 	    --exclude=__pycache__ --exclude=.pytest_cache . | tar -C $(DEB_SRC) -xf -
 	cd $(DEB_SRC) && dpkg-buildpackage -us -uc
-	lintian --info --fail-on error,warning --suppress-tags mail-contact $(DEB_DIR)/*.changes
+	lintian -I --pedantic --fail-on error,warning $(DEB_DIR)/*.changes
 	@ls -1 $(DEB_DIR)/*.deb
