@@ -9,7 +9,10 @@ the installed -dev files (pkg-config) and loaded; /server-status?auto shows the 
 Finally the packages are purged, and /etc/apache2, apache2's state, its module and
 include directories must be exactly as before (every file, link and mode).
 
-Needs root, as CI runs it; it fails (never skips) otherwise.  The system apache2 service
+The demo page also runs in Chromium there (tests/browser/echo.test.mjs).
+test_make_install_destdir checks `make install DESTDIR=...` and `make uninstall`.
+
+The package test needs root, as CI runs it; it fails (never skips) otherwise.  The system apache2 service
 is never started; the instance started here is stopped in any case.
 """
 
@@ -24,6 +27,7 @@ import pytest
 
 from httpd import REPO, crash_lines, free_port
 from rawws import OP_TEXT, RawWS, http_request
+from test_ws_900_browser import CHROMIUM, SCRIPT, _require_tools
 
 PKG = "libapache2-mod-websocket"
 PKGS = (PKG, PKG + "-dev")
@@ -94,6 +98,9 @@ class SystemApache:
                     "LANG": "C"}
         self.error_log = f"{tmp}/log/error.log"
         self.proc = None
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def cmd(self, *args):
         return [APACHE2, "-d", "/etc/apache2", "-f", self.conf, *args]
@@ -213,14 +220,64 @@ def test_package_in_system_apache2(clean_system, tmp_path):
         echo_once(srv, "/websocket-demo/echo", "through the system apache2",
                   "through the system apache2")
         echo_once(srv, "/template", "hello", "tpl: hello")
+        # the demo page itself, in Chromium: it finds its endpoint beside it
+        browser = subprocess.run(
+            [_require_tools(), SCRIPT, srv.url("/websocket-demo/")], cwd=REPO,
+            env=dict(os.environ, CHROMIUM=CHROMIUM), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=240)
+        report = f"{browser.stdout}\n{browser.stderr}"
+        assert browser.returncode == 0, report
+        assert f"location ws://127.0.0.1:{srv.port}/websocket-demo/echo" in report, report
+        assert browser.stdout.rstrip().endswith("passed, 0 failed"), report
         st = get(srv, "/server-status?auto")
         assert st.status == 200, st
         lines = dict(line.split(": ", 1) for line in st.body.decode().splitlines()
                      if ": " in line)
-        assert int(lines["WebSocketSessionsOpened"]) == 2, lines
+        assert int(lines["WebSocketSessionsOpened"]) >= 3, lines
     finally:
         srv.stop()
     assert not crash_lines(srv.log()), srv.log()
 
     run(APT + ["purge", *PKGS])
     assert not any(installed(p) for p in PKGS)
+
+
+def test_make_install_destdir(tmp_path):
+    """make install honours DESTDIR (httpd's directories from apxs, the rest under
+    PREFIX, the snippets generated with those paths); make uninstall takes it all back."""
+    stage = str(tmp_path / "stage")
+    run(["make", "install", f"DESTDIR={stage}", "PREFIX=/opt/ws"], cwd=REPO)
+    files = sorted(os.path.relpath(os.path.join(r, f), stage)
+                   for r, _, fs in os.walk(stage) for f in fs)
+    doc = "opt/ws/share/doc/mod_websocket"
+    assert files == sorted([
+        "etc/apache2/conf-available/websocket-demo.conf",
+        "etc/apache2/mods-available/websocket.conf",
+        "etc/apache2/mods-available/websocket.load",
+        "usr/include/apache2/mod_websocket.h",
+        "usr/lib/apache2/modules/mod_websocket.so",
+        *[f"usr/lib/apache2/modules/websocket/{p}.so" for p in ("chat", "echo", "ticker")],
+        "opt/ws/share/pkgconfig/mod_websocket.pc",
+        *[f"opt/ws/share/mod_websocket/demo/{f}" for f in sorted(os.listdir(
+            os.path.join(REPO, "htdocs")))],
+        *[f"{doc}/{f}" for f in ("README.md", "plugins.md", "security.md", "packaging.md")],
+        *[f"{doc}/examples/{f}" for f in ("websocket.load", "websocket.conf",
+                                          "websocket-demo.conf")],
+        f"{doc}/examples/plugin-template/Makefile",
+        f"{doc}/examples/plugin-template/template.c"]), files
+
+    def read(path):
+        with open(os.path.join(stage, path)) as f:
+            return f.read()
+
+    assert ("LoadModule websocket_module /usr/lib/apache2/modules/mod_websocket.so"
+            in read("etc/apache2/mods-available/websocket.load"))
+    assert ("Alias /websocket-demo /opt/ws/share/mod_websocket/demo"
+            in read("etc/apache2/conf-available/websocket-demo.conf"))
+    pc = read("opt/ws/share/pkgconfig/mod_websocket.pc")
+    assert "plugindir=/usr/lib/apache2/modules/websocket\n" in pc
+    assert "Cflags: -I${includedir}\n" in pc and "includedir=/usr/include/apache2\n" in pc
+    assert "@" not in pc + read("etc/apache2/mods-available/websocket.conf")
+
+    run(["make", "uninstall", f"DESTDIR={stage}", "PREFIX=/opt/ws"], cwd=REPO)
+    assert [f for _, _, fs in os.walk(stage) for f in fs] == []
