@@ -12,8 +12,9 @@ include directories must be exactly as before (every file, link and mode).
 The demo page also runs in Chromium there (tests/browser/echo.test.mjs).
 test_make_install_destdir checks `make install DESTDIR=...` and `make uninstall`.
 
-The package test needs root, as CI runs it; it fails (never skips) otherwise.  The system apache2 service
-is never started; the instance started here is stopped in any case.
+The package test needs root, as CI runs it; it fails (never skips) otherwise.  The
+system's apache2 service is never started; the instance started here is stopped in any
+case.  Packages are installed and purged with apt-get, which waits for the dpkg lock.
 """
 
 import hashlib
