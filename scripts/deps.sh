@@ -13,6 +13,7 @@ PACKAGES=(
     python3-pytest python3-websockets
     nodejs npm node-ws
     redis-server chromium curl valgrind clang
+    debhelper dpkg-dev lintian pkg-config     # make deb (dh_apache2 is in apache2-dev)
 )
 
 # A package counts as present when dpkg has it installed, or (for nodejs/npm) when the

@@ -44,14 +44,13 @@
 #include "apr_lib.h"
 #include "apr_strings.h"
 #include "apr_portable.h"
-#include "apr_shm.h"
-#include "mod_status.h"
 
 #include "mod_websocket.h"
 #include "ws_accept.h"
 #include "ws_backplane.h"
 #include "ws_deflate.h"
 #include "ws_proto.h"
+#include "ws_status.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
 APLOG_USE_MODULE(websocket);
@@ -125,21 +124,6 @@ static apr_array_header_t *ws_sections;
 /* WebSocketBackplane: NULL = embedded (default), "off", or a redis:// URL. */
 static const char *ws_backplane_conf;
 static ws_bp *ws_backplane;            /* this generation's backplane, or NULL (off) */
-
-/* Live counters for /server-status, one slot per child process in anonymous shared
- * memory made by the parent (mod_status does not see parked connections as busy
- * workers).  A child claims a free slot at start and clears it at exit. */
-typedef struct ws_stats_slot {
-    apr_uint32_t pid;
-    apr_uint32_t open_async;
-    apr_uint32_t open_blocking;
-    apr_uint32_t opened;          /* sessions since the child started */
-    apr_uint64_t msgs_in, msgs_out;
-} ws_stats_slot;
-
-static apr_shm_t *ws_stats_shm;
-static ws_stats_slot *ws_stats;   /* this child's slot, or NULL */
-static int ws_stats_nslots;
 
 static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -560,7 +544,6 @@ static int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                           server_rec *s)
 {
     const char *err = ws_init_plugins(pconf);
-    int limit = 0;
     (void)plog; (void)ptemp;
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "WS00001: %s", err);
@@ -573,17 +556,7 @@ static int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
-        limit = 16;
-    }
-    ws_stats_nslots = limit;
-    if (apr_shm_create(&ws_stats_shm, sizeof(ws_stats_slot) * (apr_size_t)limit, NULL,
-                       pconf) != APR_SUCCESS) {
-        ws_stats_shm = NULL;    /* no counters, nothing else lost */
-    }
-    else {
-        memset(apr_shm_baseaddr_get(ws_stats_shm), 0, sizeof(ws_stats_slot) * (apr_size_t)limit);
-    }
+    ws_status_create(pconf, !ws_backplane ? "off" : ws_backplane_conf ? "redis" : "embedded");
     return OK;
 }
 
@@ -959,6 +932,7 @@ static int ws_handle_enqueue_ex(ws_handle *h, ws_payload *p, int *direct)
         /* Documented policy: a peer that does not read what it is sent is closed with
          * 1008; the sender learns it now, nothing already queued is lost. */
         h->overflow = 1;
+        ws_status_queue_drop();
         ws_handle_wake_locked(h);
         pthread_mutex_unlock(&h->mu);
         free(m);
@@ -1274,6 +1248,7 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
         return WS_ECLOSED;
     }
     if ((apr_size_t)s->out_buffered + len > s->h->max_queue) {
+        ws_status_queue_drop();
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         return WS_EFULL;
     }
@@ -2023,11 +1998,8 @@ static void ws_session_end(ws_conn *s)
                   s->closed_by_server ? "server"
                   : s->close_received ? "client" : "network");
     if (s->opened) {
-        if (ws_stats) {
-            apr_atomic_dec32(s->async ? &ws_stats->open_async : &ws_stats->open_blocking);
-            apr_atomic_add64(&ws_stats->msgs_in, s->msgs_in);
-            apr_atomic_add64(&ws_stats->msgs_out, s->msgs_out);
-        }
+        ws_status_session_end(s->async, s->close_code, s->msgs_in, s->bytes_in,
+                              s->msgs_out, s->bytes_out);
     }
     ws_unsubscribe_all(s);
     /* Only the limit: the connection's pool is about to be recycled (the event MPM
@@ -2615,10 +2587,7 @@ static int ws_handler(request_rec *r)
         }
     }
     s->opened = 1;
-    if (ws_stats) {
-        apr_atomic_inc32(s->async ? &ws_stats->open_async : &ws_stats->open_blocking);
-        apr_atomic_inc32(&ws_stats->opened);
-    }
+    ws_status_session_open(s->async);
 
     ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     apr_table_clear(r->headers_out);
@@ -2706,75 +2675,6 @@ static int ws_handler(request_rec *r)
 
 /* ---- module ------------------------------------------------------------------------ */
 
-static apr_status_t ws_stats_release(void *data)
-{
-    (void)data;
-    if (ws_stats) {
-        apr_atomic_set32(&ws_stats->pid, 0);
-        ws_stats = NULL;
-    }
-    return APR_SUCCESS;
-}
-
-/* Claim a counters slot: a free one, or one whose child died without clearing it. */
-static void ws_stats_claim(apr_pool_t *pchild)
-{
-    ws_stats_slot *slots;
-    apr_uint32_t me = (apr_uint32_t)getpid();
-    int i;
-    if (!ws_stats_shm) {
-        return;
-    }
-    slots = apr_shm_baseaddr_get(ws_stats_shm);
-    for (i = 0; i < ws_stats_nslots && !ws_stats; i++) {
-        apr_uint32_t owner = apr_atomic_read32(&slots[i].pid);
-        if ((owner == 0 || (kill((pid_t)owner, 0) != 0 && errno == ESRCH))
-            && apr_atomic_cas32(&slots[i].pid, me, owner) == owner) {
-            slots[i].open_async = slots[i].open_blocking = slots[i].opened = 0;
-            slots[i].msgs_in = slots[i].msgs_out = 0;
-            ws_stats = &slots[i];
-        }
-    }
-    apr_pool_cleanup_register(pchild, NULL, ws_stats_release, apr_pool_cleanup_null);
-}
-
-/* A section of /server-status: sessions by driver, over every child of this server. */
-static int ws_status_hook(request_rec *r, int flags)
-{
-    ws_stats_slot *slots, sum;
-    int i, children = 0;
-    if (!ws_stats_shm) {
-        return OK;
-    }
-    memset(&sum, 0, sizeof(sum));
-    slots = apr_shm_baseaddr_get(ws_stats_shm);
-    for (i = 0; i < ws_stats_nslots; i++) {
-        if (apr_atomic_read32(&slots[i].pid)) {
-            children++;
-            sum.open_async += apr_atomic_read32(&slots[i].open_async);
-            sum.open_blocking += apr_atomic_read32(&slots[i].open_blocking);
-            sum.opened += apr_atomic_read32(&slots[i].opened);
-            sum.msgs_in += apr_atomic_read64(&slots[i].msgs_in);
-            sum.msgs_out += apr_atomic_read64(&slots[i].msgs_out);
-        }
-    }
-    if (flags & AP_STATUS_SHORT) {
-        ap_rprintf(r, "WebSocketSessionsAsync: %u\nWebSocketSessionsBlocking: %u\n"
-                   "WebSocketSessionsOpened: %u\nWebSocketMessagesIn: %" APR_UINT64_T_FMT
-                   "\nWebSocketMessagesOut: %" APR_UINT64_T_FMT "\n",
-                   sum.open_async, sum.open_blocking, sum.opened, sum.msgs_in, sum.msgs_out);
-    }
-    else {
-        ap_rprintf(r, "<hr /><h2>mod_websocket</h2>\n<dl><dt>%u open sessions: %u async "
-                   "(parked or running on a worker), %u blocking (one thread each), in %d "
-                   "children</dt>\n<dt>%u sessions opened, %" APR_UINT64_T_FMT " messages in, %"
-                   APR_UINT64_T_FMT " out (closed sessions, since each child started)</dt></dl>\n",
-                   sum.open_async + sum.open_blocking, sum.open_async, sum.open_blocking,
-                   children, sum.opened, sum.msgs_in, sum.msgs_out);
-    }
-    return OK;
-}
-
 static void ws_child_init(apr_pool_t *pchild, server_rec *s)
 {
     sigset_t all, old;
@@ -2782,7 +2682,7 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
      * (16 MiB messages, inflate buffers), after which such blocks stay in the threads'
      * arenas: children grew to 1.1 GB under repeated 16 MiB compressed messages. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    ws_stats_claim(pchild);
+    ws_status_child_init(pchild);
     if (ws_backplane) {
         ws_bp_child_init(ws_backplane, pchild, ws_deliver, NULL);
     }
@@ -2809,7 +2709,7 @@ static void ws_register_hooks(apr_pool_t *p)
      * them (it reads speculatively on connections it has not seen). */
     ap_hook_process_connection(ws_process_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_pre_close_connection(ws_pre_close_connection, NULL, NULL, APR_HOOK_FIRST);
-    APR_OPTIONAL_HOOK(ap, status_hook, ws_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_status_register_hooks();
     ws_handoff_filter_handle = ap_register_input_filter("WEBSOCKET_HANDOFF",
                                                         ws_handoff_filter, NULL,
                                                         AP_FTYPE_CONNECTION);

@@ -41,6 +41,7 @@
 #include "apr_uri.h"
 
 #include "ws_backplane.h"
+#include "ws_status.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -177,6 +178,7 @@ static void *APR_THREAD_FUNC ws_ring_reader(apr_thread_t *t, void *data)
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "WS00050: backplane "
                          "reader fell %" APR_UINT64_T_FMT " bytes behind the ring: messages "
                          "lost in this child", head - off - r->size);
+            ws_status_bp_overrun();
             off = head;
             continue;
         }
@@ -245,6 +247,7 @@ static void ws_redis_state(ws_bp *bp, volatile int *flag, int up, const char *wh
         return;
     }
     *flag = up;
+    ws_status_bp_redis(flag == &bp->redis_sub_up, up);
     if (up) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf, "WS00051: redis backplane "
                      "%s connection to %s:%d (re)established", what, bp->redis_host,
