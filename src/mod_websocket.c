@@ -1787,6 +1787,12 @@ static apr_status_t ws_read_available(ws_conn *s, int *drained)
         ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
+    if (eos && s->c->master && !s->bytes_in) {
+        /* An HTTP/2 stream (RFC 8441): mod_http2 ends the upgrade request's body with
+         * an EOS on the first read (h2_c2.c), before any of the client's bytes.  Not
+         * the end of the stream: that comes as APR_EOF (or an abort) on a later read. */
+        return APR_SUCCESS;
+    }
     return eos ? APR_EOF : APR_EAGAIN;
 }
 
@@ -2016,12 +2022,14 @@ static void ws_session_end(ws_conn *s)
     ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, s->c,
                   "WS00040: session end: plugin=%s driver=%s duration=%.3fs in=%"
                   APR_UINT64_T_FMT "msg/%" APR_UINT64_T_FMT "B out=%" APR_UINT64_T_FMT
-                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s",
+                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s proto=%s",
                   s->inst->p.name, s->async ? "async" : "blocking",
                   (double)(apr_time_now() - s->start) / APR_USEC_PER_SEC,
                   s->msgs_in, s->bytes_in, s->msgs_out, s->bytes_out, s->close_code,
                   s->closed_by_server ? "server"
-                  : s->close_received ? "client" : "network");
+                  : s->close_received ? "client" : "network",
+                  !s->c->master ? "http/1.1"          /* RFC 8441: a stream of an h2 */
+                  : ap_ssl_conn_is_ssl(s->c->master) ? "h2" : "h2c");
     if (s->opened) {
         if (ws_stats) {
             apr_atomic_dec32(s->async ? &ws_stats->open_async : &ws_stats->open_blocking);
