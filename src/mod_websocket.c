@@ -51,6 +51,7 @@
 #include "ws_accept.h"
 #include "ws_backplane.h"
 #include "ws_deflate.h"
+#include "ws_h2.h"
 #include "ws_proto.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -518,6 +519,7 @@ static const command_rec ws_cmds[] = {
     AP_INIT_TAKE1("WebSocketAsyncDelay", ws_cmd_async_delay, NULL, RSRC_CONF | ACCESS_CONF,
                   "async driver: keep the worker while the connection is busy, parking "
                   "after this long without input (default 20ms; 0 = park at once)"),
+    WS_H2_CMDS,
     { NULL }
 };
 
@@ -2566,6 +2568,10 @@ static int ws_handler(request_rec *r)
     if (status != OK) {
         return status;
     }
+    /* An HTTP/2 stream holds an h2 worker for the session's life: within a cap. */
+    if (c->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
 
     s = apr_pcalloc(c->pool, sizeof(*s));
     s->c = c;
@@ -2811,6 +2817,7 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_test_config(ws_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ws_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_h2_register_hooks();
     /* First: a WebSocket location answers before mod_dir or the default handler. */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
     /* Really first: claim our own parked connections before mod_http2's hook peeks at

@@ -66,6 +66,7 @@ class Stream:
         self.ended = False          # the server's END_STREAM
         self.reset_code = None      # RST_STREAM from the server (or ours)
         self.on_data = None         # callback(bytes) from the I/O thread, or buffer
+        self.hold = False           # acknowledge DATA only as recv() takes it
         self.cond = threading.Condition(client.lock)
 
     # -- called by the I/O thread with the lock held
@@ -101,7 +102,15 @@ class Stream:
             if self.buf:
                 d = bytes(self.buf[:n])
                 del self.buf[:n]
+                if self.hold and not self.client.dead and self.reset_code is None:
+                    try:
+                        self.client.conn.acknowledge_received_data(len(d), self.sid)
+                        self.client._flush_locked()
+                    except h2.exceptions.StreamClosedError:
+                        pass
                 return d
+            if self.ended:          # END_STREAM, maybe followed by RST_STREAM(NO_ERROR)
+                return b""
             if self.reset_code is not None:
                 raise StreamReset(f"stream {self.sid} reset ({self.reset_code})")
             if self.client.dead and not self.ended:
@@ -109,9 +118,21 @@ class Stream:
             return b""
 
 
+class _Connection(h2.connection.H2Connection):
+    """python-h2 closes the connection at any GOAWAY and then refuses every frame; a
+    graceful one (NO_ERROR, covering our streams: a server going away) lets the open
+    streams run to their end (RFC 9113 6.8), which is what a graceful restart does."""
+
+    def _receive_goaway_frame(self, frame):
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0 and frame.last_stream_id >= self.highest_outbound_stream_id:
+            self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 class H2Client:
     def __init__(self, host, port, ssl_context=None, mode=None, timeout=WS_TIMEOUT,
-                 server_hostname=None, validate=True, authority=None):
+                 server_hostname=None, validate=True, authority=None, hold_upgrade=True):
         self.host, self.port = host, port
         self.tls = ssl_context is not None
         self.mode = mode or ("tls" if self.tls else "prior")
@@ -126,7 +147,7 @@ class H2Client:
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
                                         validate_outbound_headers=validate,
                                         normalize_outbound_headers=validate)
-        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn = _Connection(config=cfg)
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sslobj = None
@@ -136,7 +157,7 @@ class H2Client:
             self._tls_handshake(ssl_context, server_hostname or host)
         upgrade_stream = None
         if self.mode == "upgrade":
-            upgrade_stream = self._h2c_upgrade()
+            upgrade_stream = self._h2c_upgrade(hold_upgrade)
         else:
             self.conn.initiate_connection()
             self.conn.increment_flow_control_window(1 << 30)
@@ -151,9 +172,9 @@ class H2Client:
                 raise TimeoutError("no SETTINGS from the server")
         if self.dead and not self.settings_seen:
             raise ConnectionError("h2 connection failed before SETTINGS")
-        if upgrade_stream:
-            upgrade_stream.wait_response(timeout)
-            self.upgrade_response = upgrade_stream
+        # Over h2c Upgrade, the response to the upgraded request comes on stream 1
+        # (read_response(upgrade_response)).
+        self.upgrade_response = upgrade_stream
 
     # ---- setup --------------------------------------------------------------------------
     def _tls_handshake(self, ctx, hostname):
@@ -173,8 +194,17 @@ class H2Client:
         if self.sslobj.selected_alpn_protocol() != "h2":
             raise ConnectionError(f"ALPN chose {self.sslobj.selected_alpn_protocol()!r}, not h2")
 
-    def _h2c_upgrade(self):
+    def _h2c_upgrade(self, hold):
         """HTTP/1.1 GET / with Upgrade: h2c; the response to it arrives on stream 1."""
+        # hold: a small initial stream window keeps the upgraded request's response
+        # (stream 1) open until it is read (Stream.hold), so that the connection is not
+        # idle before the client's first h2 request.  (On the event MPM that does not
+        # help: httpd closes an h2c-upgraded connection the first time mod_http2 hands
+        # it back to the MPM, docs/http2.md.)
+        if hold:
+            self.conn.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024,
+                                             h2.settings.SettingCodes.ENABLE_PUSH: 0})
         settings = self.conn.initiate_upgrade_connection()
         req = (f"GET / HTTP/1.1\r\nHost: {self.authority}\r\nConnection: Upgrade, HTTP2-Settings"
                f"\r\nUpgrade: h2c\r\nHTTP2-Settings: {settings.decode()}\r\n\r\n").encode()
@@ -190,6 +220,7 @@ class H2Client:
         self.conn.increment_flow_control_window(1 << 30)
         self.rawout += self.conn.data_to_send()
         st = Stream(self, 1)
+        st.hold = hold
         self.streams[1] = st
         return st
 
@@ -305,7 +336,8 @@ class H2Client:
             st.status = int(hdrs.get(":status", "0"))
             st.cond.notify_all()
         elif isinstance(e, h2.events.DataReceived):
-            self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            if not (st and st.hold):
+                self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             if st:
                 st._deliver(e.data)
         elif isinstance(e, h2.events.StreamEnded) and st:
@@ -315,11 +347,12 @@ class H2Client:
             st.cond.notify_all()
         elif isinstance(e, h2.events.StreamReset) and st:
             st.reset_code = e.error_code
-            if st.on_data:
+            if st.on_data and not st.ended:
                 st.on_data(None)
             st.cond.notify_all()
         elif isinstance(e, h2.events.ConnectionTerminated):
             self.terminated = e
+
 
     # ---- streams --------------------------------------------------------------------------
     @property
@@ -486,6 +519,8 @@ class WebSocket:
             else:
                 self.events.append(("eof",))
             self.cond.notify_all()
+            return
+        if not data:                    # an empty DATA frame (END_STREAM)
             return
         try:
             self.ws.receive_data(data)
