@@ -11,7 +11,8 @@ MPM, with the h2ws client (python3-h2 + python3-wsproto):
               ends only its own session (1006 to the plugin, in the session-end line);
   policy      the origin check and Require as on HTTP/1.1; past WebSocketH2MaxSessions a
               503 (not a hang); a graceful restart closes every h2 WebSocket with 1001;
-  conformance the wsconform cases over h2 streams (tests/conformance/wsconform_h2.py).
+  conformance the wsconform cases over h2 streams (tests/conformance/wsconform_h2.py);
+  browser     Chromium loads the echo page over h2 and its WebSocket uses RFC 8441.
 
 mod_http2 runs at most 6 streams of a new h2 connection at once and raises that limit
 as streams complete (h2_mplx.c); the tests that hold more open first load a few pages on
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +38,8 @@ from h2ws import H2Client, HandshakeError
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 WSCONFORM_H2 = os.path.join(REPO, "tests", "conformance", "wsconform_h2.py")
+BROWSER_H2 = os.path.join(REPO, "tests", "browser", "h2.test.mjs")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 MPMS = [m for m in mpm_params() if m != "prefork"]
 TRANSPORTS = ["h2", "h2c", "h2c-upgrade"]
@@ -337,6 +341,24 @@ def test_wsconform_over_h2(server):
         assert p.returncode == 0 and not bad, f"{url}:\n" + "\n".join(bad) + p.stderr[-3000:]
         m = re.match(r"(\d+) passed, 0 failed", summary)
         assert m and int(m.group(1)) >= 150, summary
+
+
+def test_chromium_uses_rfc8441(server):
+    """Chromium loads the echo page over h2 and opens the page's wss WebSocket: it goes
+    over a stream of that h2 connection (RFC 8441), which only the server's session-end
+    line shows (proto=h2, not proto=http/1.1).  (Headless Chromium with
+    --ignore-certificate-errors, tests/browser/lib.mjs.)"""
+    node = shutil.which("node")
+    assert node and os.access(CHROMIUM, os.X_OK), "node or chromium missing: make deps"
+    server.mark_log()
+    p = subprocess.run([node, BROWSER_H2, server.https_url("/")], cwd=REPO,
+                       env=dict(os.environ, CHROMIUM=CHROMIUM), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    report = f"{p.stdout}\n{p.stderr}"
+    assert p.returncode == 0 and "page protocol: h2" in p.stdout, report
+    line = server.wait_for_log(r"WS00040: session end: plugin=echo .*").group(0)
+    print(line)
+    assert "close=1000 closed_by=client proto=h2" in line, line
 
 
 def test_graceful_restart_closes_h2_websockets_1001(server):
