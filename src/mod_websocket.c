@@ -1928,9 +1928,11 @@ static apr_os_sock_t ws_conn_fd(conn_rec *c)
     if (pfd.desc_type == APR_POLL_SOCKET) {
         apr_os_sock_get(&fd, pfd.desc.s);
     }
-    else {
+    else if (pfd.desc_type == APR_POLL_FILE && pfd.desc.f) {
         apr_os_file_get(&fd, pfd.desc.f);
     }
+    /* else APR_NO_DESC: an h2 stream the client already ended (extended CONNECT with
+     * END_STREAM): no input will ever come. */
     return fd;
 }
 

@@ -163,6 +163,25 @@ def test_malformed_connect_answered_by_mod_http2(server):
         cli.close()
 
 
+def test_connect_already_ended(server):
+    """An extended CONNECT with END_STREAM (the client will never send a frame): mod_http2
+    gives such a stream no input pipe; the session ends at once (1006), the child lives
+    and the connection carries on."""
+    server.mark_log()
+    cli = client(server, "h2c")
+    try:
+        st = cli.open_stream(cli.connect_headers("/echo"), end_stream=True)
+        assert cli.read_response(st)[0] == 200
+        server.wait_for_log(SESSION_END.format(plugin="echo", code=1006, by="network",
+                                               proto="h2c"))
+        ws = cli.websocket("/echo")
+        ws.send_text("next")
+        assert ws.recv() == ("text", "next")
+    finally:
+        cli.close()
+    server.assert_no_crash()
+
+
 # ---- traffic -----------------------------------------------------------------------------
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20]
