@@ -34,6 +34,8 @@ import pytest
 
 from conftest import mpm_params
 from h2ws import H2Client, HandshakeError
+from httpd import configtest, free_port  # (puts scripts/ on sys.path)
+import genconf  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -345,6 +347,19 @@ def test_h2_session_cap_refuses_503(httpd_factory):
             assert ws.close_handshake()[0][:2] == ("close", 1000)
     finally:
         cli.close()
+
+
+@pytest.mark.parametrize("value,ok", [("auto", True), ("1", True), ("500", True),
+                                      ("0", False), ("-3", False), ("many", False)])
+def test_h2_session_cap_directive(tmp_path, value, ok):
+    """WebSocketH2MaxSessions takes a count of 1 or more or auto; apache2 -t refuses
+    anything else, and the H2 lines of the demo are accepted by Debian's httpd."""
+    cfg = genconf.make_config(tmp_path, free_port(), None, "event", h2=True,
+                              extra_global=f"WebSocketH2MaxSessions {value}\n")
+    rc, out = configtest(cfg.conf)
+    assert (rc == 0) == ok, out
+    if not ok:
+        assert "WebSocketH2MaxSessions" in out, out
 
 
 def test_wsconform_over_h2(server):
