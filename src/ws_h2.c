@@ -33,14 +33,18 @@ const char *ws_h2_cmd_max_sessions(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
-/* The last value of a top-level directive, or 0. */
-static int ws_h2_directive(const char *name)
+/* The last value of a server-level directive, or 0: at the top level or inside
+ * conditional sections (<IfModule http2_module> and the like, whose conditions are not
+ * evaluated here), not in <VirtualHost> (mod_http2 reads its workers from the main
+ * server). */
+static int ws_h2_directive(const ap_directive_t *d, const char *name, int v)
 {
-    const ap_directive_t *d;
-    int v = 0;
-    for (d = ap_conftree; d; d = d->next) {
+    for (; d; d = d->next) {
         if (strcasecmp(d->directive, name) == 0 && d->args) {
             v = atoi(d->args);
+        }
+        else if (strncasecmp(d->directive, "<If", 3) == 0 && d->first_child) {
+            v = ws_h2_directive(d->first_child, name, v);
         }
     }
     return v;
@@ -61,8 +65,8 @@ static int ws_h2_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pt
     int threads = 0, minw, maxw;
     (void)pconf; (void)plog; (void)ptemp;
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    minw = ws_h2_directive("H2MinWorkers");
-    maxw = ws_h2_directive("H2MaxWorkers");
+    minw = ws_h2_directive(ap_conftree, "H2MinWorkers", 0);
+    maxw = ws_h2_directive(ap_conftree, "H2MaxWorkers", 0);
     if (minw <= 0) {
         minw = threads > 0 ? threads : 1;
     }
@@ -75,6 +79,8 @@ static int ws_h2_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pt
     if (ws_h2_max < 1) {
         ws_h2_max = 1;
     }
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "WS00082: WebSockets on HTTP/2 streams: "
+                 "at most %d per child (H2MaxWorkers %d)", ws_h2_max, ws_h2_workers);
     if (ws_h2_conf_max >= ws_h2_workers) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "WS00081: WebSocketH2MaxSessions "
                      "%d is not below H2MaxWorkers (%d): h2 WebSockets can take every "

@@ -349,6 +349,28 @@ def test_h2_session_cap_refuses_503(httpd_factory):
         cli.close()
 
 
+def test_h2_session_cap_auto(httpd_factory):
+    """The default cap is H2MaxWorkers less a quarter, read where users put it (here
+    inside <IfModule http2_module>): H2MaxWorkers 8 -> 6 h2 WebSockets, the 7th gets 503
+    (over two connections: mod_http2 runs 6 streams of a new one at once)."""
+    srv = httpd_factory(mpm="event", tls=False, h2=True, locations=[("/echo", "echo")],
+                        mpm_settings={"StartServers": 1, "ServerLimit": 1},
+                        extra_global="<IfModule http2_module>\n    H2MinWorkers 2\n"
+                                     "    H2MaxWorkers 8\n</IfModule>\n")
+    clis = [client(srv, "h2c"), client(srv, "h2c")]
+    try:
+        wss = [clis[i % 2].websocket("/echo") for i in range(6)]
+        with pytest.raises(HandshakeError) as e:
+            clis[1].websocket("/echo")
+        assert e.value.status == 503
+        for ws in wss:
+            assert ws.close_handshake()[0][:2] == ("close", 1000)
+    finally:
+        for cli in clis:
+            cli.close()
+    assert "WS00080: handshake refused: 6 WebSockets" in srv.error_log_text()
+
+
 @pytest.mark.parametrize("value,ok", [("auto", True), ("1", True), ("500", True),
                                       ("0", False), ("-3", False), ("many", False)])
 def test_h2_session_cap_directive(tmp_path, value, ok):
