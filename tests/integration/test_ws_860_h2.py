@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -285,6 +286,28 @@ def test_client_reset_ends_only_that_session(server):
             assert ws.close_handshake()[0][:2] == ("close", 1000)
     finally:
         cli.close()
+
+
+def test_connection_dropped_ends_its_sessions(server):
+    """The client drops the TCP connection under three h2 WebSockets: each session ends
+    with 1006 (closed_by=network); a WebSocket on another connection is untouched."""
+    other = client(server, "h2")
+    cli = client(server, "h2")
+    try:
+        bystander = other.websocket("/echo")
+        wss = [cli.websocket("/echo") for _ in range(3)]
+        for ws in wss:
+            ws.send_text("x")
+            assert ws.recv_message() == "x"
+        server.mark_log()
+        cli.sock.shutdown(socket.SHUT_RDWR)
+        three = r"(?:[\s\S]*?close=1006 closed_by=network proto=h2\n){3}"
+        server.wait_for_log(three)
+        bystander.send_text("unaffected")
+        assert bystander.recv_message() == "unaffected"
+    finally:
+        cli.close()
+        other.close()
 
 
 # ---- policy --------------------------------------------------------------------------
