@@ -587,7 +587,7 @@ class WebSocket:
             while True:
                 while self.events:
                     ev = self.events.pop(0)
-                    if skip_ping and ev[0] in ("ping", "pong") and ev[0] == "ping":
+                    if skip_ping and ev[0] == "ping":
                         continue
                     return ev
                 if self.stream.client.dead:
