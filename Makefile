@@ -29,8 +29,8 @@ CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
 
 CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c
 CORE_HDR  := src/ws_proto.h
-MOD_SRC   := src/mod_websocket.c src/ws_accept.c src/ws_backplane.c src/ws_deflate.c src/ws_status.c $(CORE_SRC)
-MOD_HDR   := $(CORE_HDR) src/ws_accept.h src/ws_backplane.h src/ws_deflate.h src/ws_status.h include/mod_websocket.h
+MOD_SRC   := src/mod_websocket.c src/ws_accept.c src/ws_backplane.c src/ws_deflate.c src/ws_status.c src/ws_h2.c $(CORE_SRC)
+MOD_HDR   := $(CORE_HDR) src/ws_accept.h src/ws_backplane.h src/ws_deflate.h src/ws_status.h src/ws_h2.h include/mod_websocket.h
 PLUGINS   := echo chat ticker probe badabi
 PLUGIN_SO := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 

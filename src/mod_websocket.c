@@ -49,6 +49,7 @@
 #include "ws_accept.h"
 #include "ws_backplane.h"
 #include "ws_deflate.h"
+#include "ws_h2.h"
 #include "ws_proto.h"
 #include "ws_status.h"
 
@@ -502,6 +503,7 @@ static const command_rec ws_cmds[] = {
     AP_INIT_TAKE1("WebSocketAsyncDelay", ws_cmd_async_delay, NULL, RSRC_CONF | ACCESS_CONF,
                   "async driver: keep the worker while the connection is busy, parking "
                   "after this long without input (default 20ms; 0 = park at once)"),
+    WS_H2_CMDS,
     { NULL }
 };
 
@@ -1762,6 +1764,12 @@ static apr_status_t ws_read_available(ws_conn *s, int *drained)
         ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
+    if (eos && s->c->master && !s->bytes_in) {
+        /* An HTTP/2 stream (RFC 8441): mod_http2 ends the upgrade request's body with
+         * an EOS on the first read (h2_c2.c), before any of the client's bytes.  Not
+         * the end of the stream: that comes as APR_EOF (or an abort) on a later read. */
+        return APR_SUCCESS;
+    }
     return eos ? APR_EOF : APR_EAGAIN;
 }
 
@@ -1895,9 +1903,11 @@ static apr_os_sock_t ws_conn_fd(conn_rec *c)
     if (pfd.desc_type == APR_POLL_SOCKET) {
         apr_os_sock_get(&fd, pfd.desc.s);
     }
-    else {
+    else if (pfd.desc_type == APR_POLL_FILE && pfd.desc.f) {
         apr_os_file_get(&fd, pfd.desc.f);
     }
+    /* else APR_NO_DESC: an h2 stream the client already ended (extended CONNECT with
+     * END_STREAM): no input will ever come. */
     return fd;
 }
 
@@ -1991,12 +2001,14 @@ static void ws_session_end(ws_conn *s)
     ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, s->c,
                   "WS00040: session end: plugin=%s driver=%s duration=%.3fs in=%"
                   APR_UINT64_T_FMT "msg/%" APR_UINT64_T_FMT "B out=%" APR_UINT64_T_FMT
-                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s",
+                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s proto=%s",
                   s->inst->p.name, s->async ? "async" : "blocking",
                   (double)(apr_time_now() - s->start) / APR_USEC_PER_SEC,
                   s->msgs_in, s->bytes_in, s->msgs_out, s->bytes_out, s->close_code,
                   s->closed_by_server ? "server"
-                  : s->close_received ? "client" : "network");
+                  : s->close_received ? "client" : "network",
+                  !s->c->master ? "http/1.1"          /* RFC 8441: a stream of an h2 */
+                  : ap_ssl_conn_is_ssl(s->c->master) ? "h2" : "h2c");
     if (s->opened) {
         ws_status_session_end(s->async, s->close_code, s->msgs_in, s->bytes_in,
                               s->msgs_out, s->bytes_out);
@@ -2530,6 +2542,10 @@ static int ws_handler(request_rec *r)
     if (status != OK) {
         return status;
     }
+    /* An HTTP/2 stream holds an h2 worker for the session's life: within a cap. */
+    if (c->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
 
     s = apr_pcalloc(c->pool, sizeof(*s));
     s->c = c;
@@ -2703,6 +2719,7 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_test_config(ws_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ws_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_h2_register_hooks();
     /* First: a WebSocket location answers before mod_dir or the default handler. */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
     /* Really first: claim our own parked connections before mod_http2's hook peeks at
