@@ -1,0 +1,85 @@
+"""Configuration safety: no mod_websocket directive in .htaccess, not even where
+AllowOverrideList names it; and conf/websocket.conf passes `apache2 -t` with every example
+in it uncommented."""
+
+import os
+import re
+import urllib.request
+
+import pytest
+
+import genconf
+from httpd import configtest
+
+REPO = genconf.REPO
+
+
+@pytest.fixture(scope="module")
+def server(httpd_factory, tmp_path_factory):
+    docroot = tmp_path_factory.mktemp("htdocs")
+    for sub, line in [("handler", "WebSocketHandler build/plugins/echo.so"),
+                      ("queue", "WebSocketMaxQueue 4096"),
+                      ("origins", "WebSocketAllowedOrigins *")]:
+        os.makedirs(docroot / sub)
+        (docroot / sub / "index.html").write_text("hello\n")
+        (docroot / sub / ".htaccess").write_text(line + "\n")
+    os.makedirs(docroot / "plain")
+    (docroot / "plain" / "index.html").write_text("plain\n")
+    extra = (f'<Directory "{docroot}">\n'
+             "    AllowOverrideList WebSocketHandler WebSocketMaxQueue "
+             "WebSocketAllowedOrigins\n</Directory>\n")
+    return httpd_factory(mpm="event", tls=False, docroot=str(docroot), extra_global=extra)
+
+
+def get(server, path):
+    try:
+        with urllib.request.urlopen(server.url("http", path), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.parametrize("sub,directive", [("handler", "WebSocketHandler"),
+                                           ("queue", "WebSocketMaxQueue"),
+                                           ("origins", "WebSocketAllowedOrigins")])
+def test_directive_refused_in_htaccess(server, sub, directive):
+    """httpd reads .htaccess per request: the directive is an error there (500), and
+    the log names it; a WebSocketHandler in .htaccess never loads its .so."""
+    server.mark_log()
+    assert get(server, f"/{sub}/") == 500
+    server.wait_for_log(re.escape(directive) + r".*htaccess")
+    assert get(server, "/plain/") == 200
+
+
+def uncommented_websocket_conf(path):
+    """conf/websocket.conf with every example block and directive line uncommented and
+    the install paths pointed at build/."""
+    out, in_block = [], False
+    with open(os.path.join(REPO, "conf", "websocket.conf")) as f:
+        for line in f:
+            if re.match(r"^#<\w", line):
+                in_block = True
+            if in_block or re.match(r"^#WebSocket\w+ ", line):
+                line = line[1:]
+            if re.match(r"^</\w", line):
+                in_block = False
+            out.append(line)
+    text = "".join(out)
+    build = os.path.join(REPO, "build")
+    text = text.replace("/usr/lib/apache2/modules/mod_websocket.so",
+                        os.path.join(build, "mod_websocket.so"))
+    text = text.replace("/usr/lib/apache2/modules/websocket/",
+                        os.path.join(build, "plugins") + "/")
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+def test_websocket_conf_examples_pass_configtest(tmp_path):
+    conf = tmp_path / "websocket.conf"
+    text = uncommented_websocket_conf(conf)
+    assert "chat.so" in text and "#<Location" not in text      # examples uncommented
+    cfg = genconf.make_config(str(tmp_path), 1, None, "event", load_websocket=False,
+                              locations=[], extra_global=f'Include "{conf}"\n')
+    rc, out = configtest(cfg.conf)
+    assert rc == 0, out
