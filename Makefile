@@ -26,9 +26,9 @@ CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
 CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c
 CORE_HDR  := src/ws_proto.h src/ws_channel.h
 MOD_SRC   := src/mod_websocket.c src/ws_accept.c src/ws_backplane.c src/ws_ring.c src/ws_hostcheck.c \
-             src/ws_deflate.c $(CORE_SRC)
+             src/ws_redis_tls.c src/ws_deflate.c $(CORE_SRC)
 MOD_HDR   := $(CORE_HDR) src/ws_accept.h src/ws_backplane.h src/ws_ring.h src/ws_hostcheck.h \
-             src/ws_deflate.h include/mod_websocket.h
+             src/ws_redis_tls.h src/ws_deflate.h include/mod_websocket.h
 PLUGINS   := echo chat ticker probe badabi
 PLUGIN_SO := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 
@@ -39,7 +39,7 @@ PYTHON    := /usr/bin/python3
 all: $(BUILD)/mod_websocket.so $(PLUGIN_SO)
 
 $(BUILD)/mod_websocket.so: $(MOD_SRC) $(MOD_HDR) | $(BUILD)
-	$(CC) $(CFLAGS_M) -shared -o $@ $(MOD_SRC) -lhiredis -lz -laprutil-1 -lapr-1 -lpthread
+	$(CC) $(CFLAGS_M) -shared -o $@ $(MOD_SRC) -lhiredis -lssl -lcrypto -lz -laprutil-1 -lapr-1 -lpthread
 
 $(BUILD)/plugins/%.so: plugins/%.c include/mod_websocket.h | $(BUILD)/plugins
 	$(CC) $(CFLAGS_P) -shared -o $@ $< -lpthread

@@ -496,7 +496,8 @@ static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg
         ws_backplane_conf = arg;
     }
     else {
-        return "WebSocketBackplane: embedded, off or redis://HOST[:PORT][/PREFIX]";
+        return "WebSocketBackplane: embedded, off or "
+               "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]";
     }
     return NULL;
 }

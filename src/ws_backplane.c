@@ -2,13 +2,14 @@
  * ws_backplane.c - see ws_backplane.h.
  *
  * Embedded backplane: one ring buffer in anonymous shared memory, made by the parent
- * for each configuration generation and inherited by its children.  A publisher appends
- * an entry under a process-shared robust mutex (a child that dies holding it cannot
- * wedge the others), advances `head`, bumps a futex word and wakes the readers.  Each
- * child has one reader thread that follows `head` with its own offset, copies each
- * entry out and hands it to the delivery function.  Readers never block publishers: a
- * reader that falls more than a ring behind loses the overwritten entries (logged) and
- * jumps ahead; that is the documented price of a stalled child.  All children see all
+ * for each configuration generation and inherited by its children (the ring itself:
+ * src/ws_ring.c).  A publisher reserves, writes and commits an entry under a
+ * process-shared robust mutex, bumps a futex word and wakes the readers.  Each child
+ * has one reader thread that follows the ring with its own offset, copies each committed
+ * and valid entry out and hands it to the delivery function; what it skips (lapped,
+ * invalid, torn by a dead publisher) is counted in shared memory and logged.  Readers
+ * never block publishers: a reader that falls more than a ring behind loses the
+ * overwritten entries and jumps ahead; that is the documented price of a stalled child.  All children see all
  * messages in one global order, so per-publisher order holds.
  *
  * Redis backplane: with a URL, each child keeps one connection that PUBLISHes (fed by a
@@ -44,6 +45,7 @@
 
 #include "ws_backplane.h"
 #include "ws_channel.h"
+#include "ws_redis_tls.h"
 #include "ws_ring.h"
 
 APLOG_USE_MODULE(websocket);
@@ -64,6 +66,8 @@ struct ws_bp {
     int redis_port;
     const char *redis_user;       /* AUTH [user] password, from the URL */
     const char *redis_pass;
+    int redis_tls;                /* rediss:// */
+    const char *redis_cafile;     /* rediss://...?cacert=FILE, or NULL: the system's */
     const char *prefix;
     /* per child */
     ws_bp_deliver_fn deliver;
@@ -179,10 +183,19 @@ static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int 
 static redisContext *ws_redis_connect(ws_bp *bp, int sub)
 {
     struct timeval tv = { 2, 0 };
-    redisContext *c = redisConnectWithTimeout(bp->redis_host, bp->redis_port, tv);
+    char why[200];
+    redisContext *c = bp->redis_tls
+        ? ws_redis_tls_connect(bp->redis_host, bp->redis_port, bp->redis_cafile, tv, why,
+                               sizeof(why))
+        : redisConnectWithTimeout(bp->redis_host, bp->redis_port, tv);
     if (!c || c->err) {
         if (c) {
             redisFree(c);
+        }
+        else if (bp->redis_tls) {
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf, "WS00056: redis "
+                         "backplane: rediss://%s:%d: %s", bp->redis_host, bp->redis_port,
+                         why);
         }
         return NULL;
     }
@@ -422,18 +435,19 @@ static const char *ws_redis_url(ws_bp *bp, apr_pool_t *pconf, const char *redis_
         return apr_psprintf(pconf, "WebSocketBackplane: '%s' is not "
                             "redis://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]", redis_url);
     }
-    if (strcasecmp(u.scheme, "rediss") == 0) {
-        return "WebSocketBackplane: rediss:// (TLS) is not supported: the hiredis this "
-               "module is built with (Debian's 0.14) has no TLS; reach Redis over "
-               "loopback or a private network, or through a TLS tunnel (stunnel, spiped) "
-               "on 127.0.0.1";
+    bp->redis_tls = strcasecmp(u.scheme, "rediss") == 0;
+    if (u.query) {
+        if (!bp->redis_tls || strncmp(u.query, "cacert=", 7) != 0 || !u.query[7]) {
+            return "WebSocketBackplane: the only URL parameter is rediss://...?cacert=FILE";
+        }
+        bp->redis_cafile = ap_server_root_relative(pconf, u.query + 7);
     }
-    if (strcasecmp(u.scheme, "redis") != 0) {
+    if (!bp->redis_tls && strcasecmp(u.scheme, "redis") != 0) {
         return apr_psprintf(pconf, "WebSocketBackplane: '%s' is not a redis:// URL",
                             redis_url);
     }
     bp->redis_host = u.hostname;
-    bp->redis_port = u.port ? u.port : 6379;
+    bp->redis_port = u.port ? u.port : bp->redis_tls ? 6380 : 6379;
     bp->prefix = (u.path && u.path[0] == '/' && u.path[1])
                  ? apr_pstrcat(pconf, u.path + 1, ":", NULL) : "ws:";
     if (u.password) {

@@ -1,10 +1,10 @@
 /*
  * ws_backplane.h - carries published channel messages to every child process of this
  * httpd (embedded: a ring in shared memory made by the parent, src/ws_ring.c) and, with
- * `WebSocketBackplane redis://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]`, to every server
- * sharing a Redis.  What comes from Redis is validated like a client's frame (and the
- * channel key like a plugin's, src/ws_channel.h) before delivery; bad messages are
- * dropped and counted.
+ * `WebSocketBackplane redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]`, to every
+ * server sharing a Redis (rediss: TLS, src/ws_redis_tls.c).  What comes from Redis is
+ * validated like a client's frame (and the channel key like a plugin's, src/ws_channel.h)
+ * before delivery; bad messages are dropped and counted.
  *
  * The backplane knows nothing of connections: each child hands it a delivery function,
  * which its reader threads call for every message, in order, on one thread per source

@@ -2,7 +2,8 @@
 checked like a client frame before any client sees it (text or binary only, text
 UTF-8, size within the ring's limit, channel name rules); bad messages are dropped and
 counted in /server-status.  And the password in the URL is used: Redis with requirepass,
-`redis://:PASSWORD@` and `redis://USER:PASSWORD@` (Redis 6 ACL form)."""
+`redis://:PASSWORD@` and `rediss://USER:PASSWORD@...?cacert=FILE` (Redis 6 ACL form,
+over TLS to redis-server's tls-port with a self-signed certificate)."""
 
 import asyncio
 import contextlib
@@ -12,6 +13,8 @@ import urllib.request
 
 import pytest
 
+import genconf
+from httpd import configtest, free_port
 from test_ws_800_pubsub import channel, open_probe
 from test_ws_810_redis import CHILDREN, Redis, wait_for_count
 from wsutil import run
@@ -23,24 +26,36 @@ REDIS_CLI = "/usr/bin/redis-cli"
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    r = Redis(str(tmp_path_factory.mktemp("redis")), ["--requirepass", PASSWORD]).start()
+    d = str(tmp_path_factory.mktemp("redis"))
+    cert, key = genconf.make_cert(d)
+    tls_port = free_port()
+    r = Redis(d, ["--requirepass", PASSWORD, "--tls-port", str(tls_port),
+                  "--tls-cert-file", cert, "--tls-key-file", key,
+                  "--tls-auth-clients", "no"]).start()
+    r.tls_port, r.cert = tls_port, cert
+    genconf.ensure_www_access(d)       # the children (www-data) read the CA file
     yield r
     r.kill()
 
 
-def backplane(redis, userinfo):
+def backplane(redis, userinfo, tls=False, cafile=None):
+    if tls:
+        return (f"WebSocketBackplane rediss://{userinfo}@127.0.0.1:{redis.tls_port}/{PREFIX}"
+                f"?cacert={cafile or redis.cert}\n")
     return f"WebSocketBackplane redis://{userinfo}@127.0.0.1:{redis.port}/{PREFIX}\n"
 
 
 @pytest.fixture(scope="module")
 def servers(redis, httpd_factory):
-    """Two servers, one per URL form of the password."""
+    """Two servers, one per URL form of the password; the second over TLS."""
     srvs = [httpd_factory(mpm="event", tls=False, locations=[("/probe", "probe")],
-                          extra_global=backplane(redis, userinfo))
-            for userinfo in (":s3cret%20pass", "default:s3cret%20pass")]
-    for srv in srvs:
-        wait_for_count(srv, rf"WS00051: redis backplane subscriber connection to "
-                            rf"127\.0\.0\.1:{redis.port} \(re\)established", CHILDREN)
+                          extra_global=backplane(redis, userinfo, tls))
+            for userinfo, tls in ((":s3cret%20pass", False),
+                                  ("default:s3cret%20pass", True))]
+    for srv, port in zip(srvs, (redis.port, redis.tls_port)):
+        for what in ("subscriber", "publisher"):
+            wait_for_count(srv, rf"WS00051: redis backplane {what} connection to "
+                                rf"127\.0\.0\.1:{port} \(re\)established", CHILDREN)
     return srvs
 
 
@@ -100,8 +115,9 @@ def test_hostile_messages_dropped_and_counted(servers, redis):
     run(go(), timeout=60)
 
 
-def test_auth_both_url_forms_cross_servers(servers):
-    """Both servers authenticated (or nothing would cross): a message crosses each way."""
+def test_auth_and_tls_cross_servers(servers):
+    """Both servers authenticated (or nothing would cross), one of them over TLS: a
+    message crosses each way."""
     a, b = servers
 
     async def go():
@@ -125,18 +141,29 @@ def test_wrong_password_logged(redis, httpd_factory):
                         r"failed", 1)
 
 
-def test_rediss_refused_with_reason(tmp_path):
-    import genconf
-    from httpd import configtest, free_port
-    cfg = genconf.make_config(str(tmp_path), free_port(), None, "event",
-                              extra_global="WebSocketBackplane rediss://127.0.0.1:6380\n")
-    rc, out = configtest(cfg.conf)
-    # -t does not run post_config, where the URL is parsed: start it instead
-    p = subprocess.run(["/usr/sbin/apache2", "-f", cfg.conf, "-k", "start", "-DFOREGROUND"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=30)
-    out += p.stdout.decode(errors="replace")
-    with open(cfg.error_log, errors="replace") as f:
-        out += f.read()
-    assert p.returncode != 0 and "rediss:// (TLS) is not supported" in out, out
-    assert rc == 0
+def test_rediss_untrusted_certificate_refused(redis, httpd_factory, tmp_path):
+    """A certificate not signed by the configured CA: no connection (logged why)."""
+    other_cert, _ = genconf.make_cert(str(tmp_path))
+    genconf.ensure_www_access(str(tmp_path))
+    srv = httpd_factory(mpm="event", tls=False, locations=[("/probe", "probe")],
+                        extra_global=backplane(redis, ":s3cret%20pass", True, other_cert))
+    wait_for_count(srv, r"WS00056: redis backplane: rediss://127\.0\.0\.1:\d+: TLS "
+                        r"handshake failed: self.signed certificate", 1)
+    assert "WS00051" not in srv.error_log_text()
+
+
+def test_bad_redis_urls_fail_to_start(tmp_path):
+    for url, why in [("redis://user@127.0.0.1", "needs a password"),
+                     ("redis://127.0.0.1/x?cacert=/x", "only URL parameter"),
+                     ("rediss://%zz:pw@127.0.0.1", "percent-encoding")]:
+        cfg = genconf.make_config(str(tmp_path), free_port(), None, "event",
+                                  extra_global=f"WebSocketBackplane {url}\n")
+        rc, out = configtest(cfg.conf)
+        assert rc == 0, out           # -t does not run post_config, where URLs are parsed
+        p = subprocess.run(["/usr/sbin/apache2", "-f", cfg.conf, "-k", "start",
+                            "-DFOREGROUND"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        out = p.stdout.decode(errors="replace")
+        with open(cfg.error_log, errors="replace") as f:
+            out += f.read()
+        assert p.returncode != 0 and why in out, (url, out)
