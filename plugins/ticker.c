@@ -6,7 +6,7 @@
  *       WebSocketHandler /usr/lib/apache2/modules/websocket/ticker.so
  *       WebSocketPluginConfig symbols "EURUSD,GBPUSD,USDJPY,AAPL,MSFT,GOOG,BTCUSD,GOLD"
  *       WebSocketPluginConfig interval_ms 1000      # 10 or more
- *       WebSocketPluginConfig channel ticker        # one per location serving a ticker
+ *       WebSocketPluginConfig channel ticker        # in this location's namespace
  *   </Location>
  *
  * Every message (and the snapshot a client gets as soon as it connects) is one JSON
