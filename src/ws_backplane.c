@@ -68,6 +68,7 @@ struct ws_bp {
     const char *redis_pass;
     int redis_tls;                /* rediss:// */
     const char *redis_cafile;     /* rediss://...?cacert=FILE, or NULL: the system's */
+    int tls_warned;               /* a TLS failure was logged at warning level */
     const char *prefix;
     /* per child */
     ws_bp_deliver_fn deliver;
@@ -193,9 +194,11 @@ static redisContext *ws_redis_connect(ws_bp *bp, int sub)
             redisFree(c);
         }
         else if (bp->redis_tls) {
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf, "WS00056: redis "
-                         "backplane: rediss://%s:%d: %s", bp->redis_host, bp->redis_port,
-                         why);
+            /* Why, once at warning level (then at debug: retries come every 5 s). */
+            int first = !__atomic_exchange_n(&bp->tls_warned, 1, __ATOMIC_RELAXED);
+            ap_log_error(APLOG_MARK, first ? APLOG_WARNING : APLOG_DEBUG, 0,
+                         ap_server_conf, "WS00056: redis backplane: rediss://%s:%d: %s",
+                         bp->redis_host, bp->redis_port, why);
         }
         return NULL;
     }
