@@ -403,7 +403,6 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *ws_cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
-    (void)cmd;
     WS_NO_HTACCESS(cmd);
     if (!strcasecmp(arg, "auto")) {
         conf->driver = WS_DRIVER_AUTO;

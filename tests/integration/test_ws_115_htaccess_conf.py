@@ -14,20 +14,39 @@ from httpd import configtest
 REPO = genconf.REPO
 
 
+# Every directive of the module, with a valid argument.
+DIRECTIVES = [
+    ("WebSocketHandler", "build/plugins/echo.so"),
+    ("WebSocketPluginConfig", "key value"),
+    ("WebSocketMaxMessageSize", "100"),
+    ("WebSocketMaxQueue", "4096"),
+    ("WebSocketAllowedOrigins", "*"),
+    ("WebSocketBackplane", "off"),
+    ("WebSocketCompression", "off"),
+    ("WebSocketCompressionThreshold", "10"),
+    ("WebSocketCompressionWindowBits", "9"),
+    ("WebSocketCompressionMemLevel", "2"),
+    ("WebSocketCompressionLevel", "2"),
+    ("WebSocketCompressionContextTakeover", "on"),
+    ("WebSocketDriver", "blocking"),
+    ("WebSocketPingInterval", "5s"),
+    ("WebSocketAsyncDelay", "0"),
+    ("WebSocketChannelNamespace", "x"),
+    ("WebSocketCheckHost", "off"),
+]
+
+
 @pytest.fixture(scope="module")
 def server(httpd_factory, tmp_path_factory):
     docroot = tmp_path_factory.mktemp("htdocs")
-    for sub, line in [("handler", "WebSocketHandler build/plugins/echo.so"),
-                      ("queue", "WebSocketMaxQueue 4096"),
-                      ("origins", "WebSocketAllowedOrigins *")]:
-        os.makedirs(docroot / sub)
-        (docroot / sub / "index.html").write_text("hello\n")
-        (docroot / sub / ".htaccess").write_text(line + "\n")
+    for name, arg in DIRECTIVES:
+        os.makedirs(docroot / name)
+        (docroot / name / "index.html").write_text("hello\n")
+        (docroot / name / ".htaccess").write_text(f"{name} {arg}\n")
     os.makedirs(docroot / "plain")
     (docroot / "plain" / "index.html").write_text("plain\n")
-    extra = (f'<Directory "{docroot}">\n'
-             "    AllowOverrideList WebSocketHandler WebSocketMaxQueue "
-             "WebSocketAllowedOrigins\n</Directory>\n")
+    extra = (f'<Directory "{docroot}">\n    AllowOverrideList '
+             + " ".join(name for name, _ in DIRECTIVES) + "\n</Directory>\n")
     return httpd_factory(mpm="event", tls=False, docroot=str(docroot), extra_global=extra)
 
 
@@ -39,14 +58,12 @@ def get(server, path):
         return e.code
 
 
-@pytest.mark.parametrize("sub,directive", [("handler", "WebSocketHandler"),
-                                           ("queue", "WebSocketMaxQueue"),
-                                           ("origins", "WebSocketAllowedOrigins")])
-def test_directive_refused_in_htaccess(server, sub, directive):
+@pytest.mark.parametrize("directive", [name for name, _ in DIRECTIVES])
+def test_directive_refused_in_htaccess(server, directive):
     """httpd reads .htaccess per request: the directive is an error there (500), and
     the log names it; a WebSocketHandler in .htaccess never loads its .so."""
     server.mark_log()
-    assert get(server, f"/{sub}/") == 500
+    assert get(server, f"/{directive}/") == 500
     server.wait_for_log(re.escape(directive) + r".*htaccess")
     assert get(server, "/plain/") == 200
 
