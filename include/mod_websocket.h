@@ -135,7 +135,8 @@ typedef struct ws_api {
      * Returns WS_SUCCESS, WS_EINVAL, WS_ECLOSED, WS_EFULL, WS_ENOMEM. */
     int (*send)(ws_conn *c, int type, const void *data, size_t len, int flags);
     /* Start the closing handshake with code (1000-1003, 1007-1014, 3000-4999) and a
-     * reason (UTF-8, cut to 123 bytes).  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
+     * reason (UTF-8, cut to at most 123 bytes at a character boundary; also by
+     * handle_close).  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
     int (*close)(ws_conn *c, int code, const char *reason);
     void (*set_user_data)(ws_conn *c, void *data);
     void *(*get_user_data)(ws_conn *c);
@@ -157,7 +158,8 @@ typedef struct ws_api {
     int (*handle_close)(ws_handle *h, int code, const char *reason);
 
     /* --- channels (publish/subscribe) --- */
-    /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes).  Subscriptions
+    /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes of UTF-8 without
+     * control characters).  Subscriptions
      * end with the connection.  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
     int (*subscribe)(ws_conn *c, const char *channel);
     int (*unsubscribe)(ws_conn *c, const char *channel);
@@ -175,6 +177,21 @@ typedef struct ws_api {
         __attribute__((format(printf, 3, 4)))
 #endif
         ;
+
+    /* --- channels in a namespace (added in ABI v1; check WS_API_HAS) --- */
+    /* Like subscribe/unsubscribe/publish, but the channel lives in the namespace of one
+     * location: `WebSocketChannelNamespace NAME` in the section of its WebSocketHandler,
+     * by default the ServerName and the section's path.  Two locations (or vhosts) hear
+     * each other only if they have the same namespace, so a client of /public-chat never
+     * reaches channels of /staff-chat.  Plugins whose channel names come from clients
+     * should use these.  ns_subscribe/ns_unsubscribe use c's location; ns_publish (any
+     * thread) the location whose plugin_data (as set by init) is plugin_data, so that
+     * pointer must be unique per location (WS_EINVAL otherwise).  The plain functions
+     * above use one namespace for the whole server (and every server on a Redis). */
+    int (*ns_subscribe)(ws_conn *c, const char *channel);
+    int (*ns_unsubscribe)(ws_conn *c, const char *channel);
+    int (*ns_publish)(void *plugin_data, const char *channel, int type, const void *data,
+                      size_t len, int flags);
     /* end of ABI v1: add new members above this line */
 } ws_api;
 

@@ -39,6 +39,7 @@
 #include "http_ssl.h"
 #include "ap_mpm.h"
 #include "mpm_common.h"
+#include "mod_status.h"
 #include "apr_atomic.h"
 #include "apr_dso.h"
 #include "apr_lib.h"
@@ -48,8 +49,10 @@
 #include "mod_websocket.h"
 #include "ws_accept.h"
 #include "ws_backplane.h"
+#include "ws_channel.h"
 #include "ws_deflate.h"
 #include "ws_h2.h"
+#include "ws_hostcheck.h"
 #include "ws_proto.h"
 #include "ws_status.h"
 
@@ -85,6 +88,9 @@ typedef struct ws_instance {
     ws_plugin p;                  /* zero-filled copy of what the plugin declared */
     apr_array_header_t *settings; /* ws_setting */
     void *plugin_data;
+    server_rec *server;           /* where WebSocketHandler is, for the namespace */
+    const char *section;          /* its <Location>/<Directory> path, or NULL */
+    const char *ns;               /* channel namespace (ns_subscribe, ns_publish) */
 } ws_instance;
 
 typedef struct ws_dir_conf {
@@ -116,6 +122,9 @@ typedef struct ws_dir_conf {
     int comp_level_set;
     int comp_takeover;                /* 0: ask clients for client_no_context_takeover */
     int comp_takeover_set;
+    int check_host;                   /* same origin also needs a Host of this vhost */
+    int check_host_set;
+    const char *ns;                   /* WebSocketChannelNamespace of this section */
 } ws_dir_conf;
 
 /* Sections with a WebSocketHandler or WebSocketPluginConfig, for post_config.  In
@@ -140,6 +149,7 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->comp_mem_level = 8;
     conf->comp_level = 1;
     conf->comp_takeover = 0;      /* an inflate window per idle connection: opt in */
+    conf->check_host = 1;
     return conf;
 }
 
@@ -177,6 +187,7 @@ static void *ws_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     WS_MERGE(comp_mem_level);
     WS_MERGE(comp_level);
     WS_MERGE(comp_takeover);
+    WS_MERGE(check_host);
 #undef WS_MERGE
     return conf;
 }
@@ -203,6 +214,15 @@ static apr_status_t ws_instance_fini(void *data)
 
 static const ws_api ws_the_api;
 
+/* Every directive of this module: never in .htaccess, even where AllowOverrideList
+ * names it (a WebSocketHandler there would load any shared object into httpd). */
+#define WS_NO_HTACCESS(cmd) do { \
+        const char *e_ = ap_check_cmd_context(cmd, NOT_IN_HTACCESS); \
+        if (e_) { \
+            return e_; \
+        } \
+    } while (0)
+
 /* WebSocketHandler PATH.so [INIT_SYMBOL]: load the plugin now, so that a missing file,
  * a missing symbol or an ABI mismatch fails `apache2 -t` with the file named. */
 static const char *ws_cmd_handler(cmd_parms *cmd, void *dconf, const char *path,
@@ -217,6 +237,9 @@ static const char *ws_cmd_handler(cmd_parms *cmd, void *dconf, const char *path,
     char errbuf[256];
     apr_status_t rv;
 
+    WS_NO_HTACCESS(cmd);
+    inst->server = cmd->server;
+    inst->section = cmd->path;
     inst->path = ap_server_root_relative(cmd->pool, path);
     if (!inst->path) {
         return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'", path);
@@ -274,6 +297,7 @@ static const char *ws_cmd_plugin_config(cmd_parms *cmd, void *dconf, const char 
 {
     ws_dir_conf *conf = dconf;
     ws_setting *s;
+    WS_NO_HTACCESS(cmd);
     if (!conf->settings) {
         conf->settings = apr_array_make(cmd->pool, 4, sizeof(ws_setting));
     }
@@ -300,6 +324,7 @@ static const char *ws_parse_size(cmd_parms *cmd, const char *arg, apr_off_t min,
 static const char *ws_cmd_max_message(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
     conf->max_message_set = 1;
     return ws_parse_size(cmd, arg, 1, &conf->max_message);
 }
@@ -307,6 +332,7 @@ static const char *ws_cmd_max_message(cmd_parms *cmd, void *dconf, const char *a
 static const char *ws_cmd_max_queue(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
     conf->max_queue_set = 1;
     return ws_parse_size(cmd, arg, 1024, &conf->max_queue);
 }
@@ -340,6 +366,7 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
     const char *norm;
+    WS_NO_HTACCESS(cmd);
     if (!conf->origins) {
         conf->origins = apr_array_make(cmd->pool, 2, sizeof(const char *));
     }
@@ -362,7 +389,7 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *ws_cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
-    (void)cmd;
+    WS_NO_HTACCESS(cmd);
     if (!strcasecmp(arg, "auto")) {
         conf->driver = WS_DRIVER_AUTO;
     }
@@ -380,6 +407,7 @@ static const char *ws_cmd_ping_interval(cmd_parms *cmd, void *dconf, const char 
 {
     ws_dir_conf *conf = dconf;
     apr_interval_time_t t;
+    WS_NO_HTACCESS(cmd);
     if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0) {
         return apr_psprintf(cmd->pool, "WebSocketPingInterval: '%s' is not a duration", arg);
     }
@@ -392,6 +420,7 @@ static const char *ws_cmd_async_delay(cmd_parms *cmd, void *dconf, const char *a
 {
     ws_dir_conf *conf = dconf;
     apr_interval_time_t t;
+    WS_NO_HTACCESS(cmd);
     if (ap_timeout_parameter_parse(arg, &t, "ms") != APR_SUCCESS || t < 0
         || t > apr_time_from_sec(10)) {
         return apr_psprintf(cmd->pool, "WebSocketAsyncDelay: '%s' is not a duration "
@@ -409,6 +438,7 @@ static const char *ws_cmd_int(cmd_parms *cmd, void *dconf, const char *arg)
     int lo = 0, hi = 1 << 30;
     char *end;
     long v = strtol(arg, &end, 10);
+    WS_NO_HTACCESS(cmd);
     if (!strcmp(cmd->cmd->name, "WebSocketCompressionWindowBits")) {
         lo = 8, hi = 15;
     }
@@ -430,6 +460,7 @@ static const char *ws_cmd_int(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *ws_cmd_flag(cmd_parms *cmd, void *dconf, int on)
 {
     int *field = (int *)((char *)dconf + (size_t)(uintptr_t)cmd->info);
+    WS_NO_HTACCESS(cmd);
     field[0] = on;
     field[1] = 1;
     return NULL;
@@ -437,7 +468,7 @@ static const char *ws_cmd_flag(cmd_parms *cmd, void *dconf, int on)
 
 static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY | NOT_IN_HTACCESS);
     (void)dconf;
     if (err) {
         return err;
@@ -445,12 +476,26 @@ static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg
     if (!strcasecmp(arg, "embedded")) {
         ws_backplane_conf = NULL;
     }
-    else if (!strcasecmp(arg, "off") || !strncasecmp(arg, "redis://", 8)) {
+    else if (!strcasecmp(arg, "off") || !strncasecmp(arg, "redis://", 8)
+             || !strncasecmp(arg, "rediss://", 9)) {
         ws_backplane_conf = arg;
     }
     else {
-        return "WebSocketBackplane: embedded, off or redis://HOST[:PORT][/PREFIX]";
+        return "WebSocketBackplane: embedded, off or "
+               "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]";
     }
+    return NULL;
+}
+
+static const char *ws_cmd_namespace(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
+    if (!ws_channel_ns_valid(arg, strlen(arg))) {
+        return "WebSocketChannelNamespace: 1-255 bytes of UTF-8 without control characters";
+    }
+    conf->ns = arg;
+    ws_note_section(conf);
     return NULL;
 }
 
@@ -500,6 +545,15 @@ static const command_rec ws_cmds[] = {
     AP_INIT_TAKE1("WebSocketPingInterval", ws_cmd_ping_interval, NULL, RSRC_CONF | ACCESS_CONF,
                   "ping a client silent this long (default 30s; 0 = never); one silent "
                   "for another interval after the ping is closed with 1001"),
+    AP_INIT_TAKE1("WebSocketChannelNamespace", ws_cmd_namespace, NULL, RSRC_CONF | ACCESS_CONF,
+                  "NAME: the channel namespace of this section's plugin (default: the "
+                  "ServerName and the section's path); sections with the same NAME share "
+                  "channels"),
+    AP_INIT_FLAG("WebSocketCheckHost", ws_cmd_flag,
+                 (void *)APR_OFFSETOF(ws_dir_conf, check_host), RSRC_CONF | ACCESS_CONF,
+                 "same-origin requests must also name this virtual host in Host: its "
+                 "ServerName, a ServerAlias, the address connected to, or localhost over "
+                 "loopback (default on: refuses DNS rebinding)"),
     AP_INIT_TAKE1("WebSocketAsyncDelay", ws_cmd_async_delay, NULL, RSRC_CONF | ACCESS_CONF,
                   "async driver: keep the worker while the connection is busy, parking "
                   "after this long without input (default 20ms; 0 = park at once)"),
@@ -525,9 +579,17 @@ static const char *ws_init_plugins(apr_pool_t *pconf)
         ws_instance *inst = conf->inst_set ? conf->inst : NULL;
         char err[256] = "";
         if (!inst) {
-            return "WebSocketPluginConfig is used in a section without a WebSocketHandler";
+            return "WebSocketPluginConfig or WebSocketChannelNamespace is used in a section "
+                   "without a WebSocketHandler";
         }
         inst->settings = conf->settings;
+        inst->ns = conf->ns ? conf->ns
+                 : apr_pstrcat(pconf, inst->server->server_hostname
+                               ? inst->server->server_hostname : "",
+                               inst->section ? inst->section : "/", NULL);
+        if (!ws_channel_ns_valid(inst->ns, strlen(inst->ns))) {
+            inst->ns = apr_psprintf(pconf, "%.255s", inst->ns);   /* a long path, cut */
+        }
         if (inst->p.init) {
             const ws_setting *s = inst->settings ? (const ws_setting *)inst->settings->elts : NULL;
             size_t n = inst->settings ? (size_t)inst->settings->nelts : 0;
@@ -986,6 +1048,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
 
 static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
 {
+    size_t n;
     pthread_mutex_lock(&h->mu);
     if (!h->s || h->close_code) {
         pthread_mutex_unlock(&h->mu);
@@ -993,7 +1056,9 @@ static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
     }
     h->close_code = code;
     h->close_pending = 1;
-    apr_cpystrn(h->close_reason, reason ? reason : "", sizeof(h->close_reason));
+    n = reason ? ws_close_reason_cut(reason, strlen(reason), WS_CLOSE_REASON_MAX) : 0;
+    memcpy(h->close_reason, reason ? reason : "", n);
+    h->close_reason[n] = '\0';
     ws_handle_wake_locked(h);
     pthread_mutex_unlock(&h->mu);
     return WS_SUCCESS;
@@ -1224,7 +1289,8 @@ static void ws_send_close(ws_conn *s, unsigned code, const char *reason)
     if (!s->close_received) {
         s->closed_by_server = 1;
         s->close_code = code;
-        s->close_reason = apr_pstrdup(s->c->pool, reason ? reason : "");
+        s->close_reason = apr_pstrmemdup(s->c->pool, reason ? reason : "",
+                                         n > 2 ? n - 2 : 0);   /* as sent */
         s->close_deadline = apr_time_now() + WS_CLOSE_WAIT;
     }
     s->state = s->close_received ? WS_ST_DONE : WS_ST_CLOSING;
@@ -1339,7 +1405,6 @@ static void ws_api_log(ws_conn *s, int level, const char *fmt, ...)
  * backplane carries every publish to every child, this child included, so local and
  * remote subscribers see one order.
  */
-#define WS_CHANNEL_MAX 200
 #define WS_CHANNEL_BUCKETS 1024
 
 typedef struct ws_sub {
@@ -1378,24 +1443,13 @@ static ws_channel **ws_chan_slot(const char *name, size_t len)
     return pp;
 }
 
-static int ws_channel_name_ok(const char *channel)
-{
-    size_t len = channel ? strlen(channel) : 0;
-    return len > 0 && len <= WS_CHANNEL_MAX;
-}
-
-static int ws_api_subscribe(ws_conn *s, const char *channel)
+static int ws_subscribe_key(ws_conn *s, const char *channel, size_t len)
 {
     ws_channel **slot, *ch;
     ws_sub *sub;
-    size_t len;
-    if (!s || !ws_channel_name_ok(channel)) {
-        return WS_EINVAL;
-    }
     if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
         return WS_ECLOSED;
     }
-    len = strlen(channel);
     for (sub = s->subs; sub; sub = sub->conn_next) {
         if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
             return WS_SUCCESS;          /* already */
@@ -1453,14 +1507,9 @@ static void ws_sub_unlink_locked(ws_sub *sub)
     }
 }
 
-static int ws_api_unsubscribe(ws_conn *s, const char *channel)
+static int ws_unsubscribe_key(ws_conn *s, const char *channel, size_t len)
 {
     ws_sub **pp;
-    size_t len;
-    if (!s || !ws_channel_name_ok(channel)) {
-        return WS_EINVAL;
-    }
-    len = strlen(channel);
     for (pp = &s->subs; *pp; pp = &(*pp)->conn_next) {
         ws_sub *sub = *pp;
         if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
@@ -1474,6 +1523,35 @@ static int ws_api_unsubscribe(ws_conn *s, const char *channel)
         }
     }
     return WS_SUCCESS;
+}
+
+static int ws_api_subscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, NULL, channel) : 0;
+    return len ? ws_subscribe_key(s, key, len) : WS_EINVAL;
+}
+
+static int ws_api_unsubscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, NULL, channel) : 0;
+    return len ? ws_unsubscribe_key(s, key, len) : WS_EINVAL;
+}
+
+/* The same in the namespace of the connection's location. */
+static int ws_api_ns_subscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, s->inst->ns, channel) : 0;
+    return len ? ws_subscribe_key(s, key, len) : WS_EINVAL;
+}
+
+static int ws_api_ns_unsubscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, s->inst->ns, channel) : 0;
+    return len ? ws_unsubscribe_key(s, key, len) : WS_EINVAL;
 }
 
 /* The connection is over: drop all its subscriptions. */
@@ -1543,19 +1621,53 @@ static void ws_deliver(void *baton, const char *channel, size_t channel_len, int
     }
 }
 
-static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
-                          int flags)
+static int ws_publish_key(const char *key, size_t klen, int type, const void *data,
+                          size_t len, int flags)
 {
     int opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
-    if (!ws_channel_name_ok(channel) || !ws_valid_send_args(type, data, len)) {
+    if (!klen || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
-        ws_deliver(NULL, channel, strlen(channel), opcode, data, len);
+        ws_deliver(NULL, key, klen, opcode, data, len);
         return WS_SUCCESS;
     }
-    return ws_bp_publish(ws_backplane, channel, strlen(channel), opcode, data, len) == 0
+    return ws_bp_publish(ws_backplane, key, klen, opcode, data, len) == 0
            ? WS_SUCCESS : WS_ENOMEM;
+}
+
+static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
+                          int flags)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    return ws_publish_key(key, ws_channel_key(key, NULL, channel), type, data, len, flags);
+}
+
+/* The namespace of the location whose plugin_data this is: NULL if none, or if two
+ * locations with different namespaces share that plugin_data. */
+static const char *ws_ns_of(const void *plugin_data)
+{
+    const char *ns = NULL;
+    int i;
+    for (i = 0; ws_sections && i < ws_sections->nelts; i++) {
+        const ws_instance *inst = APR_ARRAY_IDX(ws_sections, i, ws_dir_conf *)->inst;
+        if (inst && inst->plugin_data == plugin_data && inst->ns) {
+            if (ns && strcmp(ns, inst->ns) != 0) {
+                return NULL;
+            }
+            ns = inst->ns;
+        }
+    }
+    return ns;
+}
+
+static int ws_api_ns_publish(void *plugin_data, const char *channel, int type,
+                             const void *data, size_t len, int flags)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    const char *ns = ws_ns_of(plugin_data);
+    return ws_publish_key(key, ns ? ws_channel_key(key, ns, channel) : 0, type, data, len,
+                          flags);
 }
 
 static const ws_api ws_the_api = {
@@ -1577,6 +1689,9 @@ static const ws_api ws_the_api = {
     ws_api_unsubscribe,
     ws_api_publish,
     ws_api_log,
+    ws_api_ns_subscribe,
+    ws_api_ns_unsubscribe,
+    ws_api_ns_publish,
 };
 
 /* ---- frames in ------------------------------------------------------------------ */
@@ -2429,7 +2544,17 @@ static int ws_origin_allowed(request_rec *r, const ws_dir_conf *conf, const char
     self = apr_psprintf(r->pool, "%s://%s:%u",
                         ap_ssl_conn_is_ssl(r->connection) ? "https" : "http",
                         ws_lower(r->pool, hostname), (unsigned)port);
-    return strcmp(norm, self) == 0;
+    if (strcmp(norm, self) != 0) {
+        return 0;
+    }
+    /* DNS rebinding: attacker.example resolved to this server gives Host and Origin
+     * attacker.example, equal but not ours (docs/security.md). */
+    if (conf->check_host && !ws_host_known(r, hostname)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00035: Host '%s' is not a name "
+                      "of this virtual host (WebSocketCheckHost)", hostname);
+        return 0;
+    }
+    return 1;
 }
 
 /* 1 if the comma-separated list holds tok, compared without case.  (ap_find_token
@@ -2711,6 +2836,16 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
     ws_child_init_drivers(pchild);
 }
 
+/* The backplane's part of /server-status (after ws_status's section): ring skips, Redis
+ * input.  Any worker thread. */
+static int ws_bp_status_hook(request_rec *r, int flags)
+{
+    if (ws_backplane) {
+        ws_bp_status(ws_backplane, r, flags & AP_STATUS_SHORT);
+    }
+    return OK;
+}
+
 static void ws_register_hooks(apr_pool_t *p)
 {
     (void)p;
@@ -2727,6 +2862,7 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_process_connection(ws_process_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_pre_close_connection(ws_pre_close_connection, NULL, NULL, APR_HOOK_FIRST);
     ws_status_register_hooks();
+    APR_OPTIONAL_HOOK(ap, status_hook, ws_bp_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ws_handoff_filter_handle = ap_register_input_filter("WEBSOCKET_HANDOFF",
                                                         ws_handoff_filter, NULL,
                                                         AP_FTYPE_CONNECTION);

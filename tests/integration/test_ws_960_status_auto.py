@@ -17,7 +17,11 @@ KEYS = (["WebSocketSessionsAsync", "WebSocketSessionsBlocking", "WebSocketSessio
          "WebSocketMessagesIn", "WebSocketMessagesOut", "WebSocketBytesIn",
          "WebSocketBytesOut"] + [f"WebSocketCloses{c}" for c in CODES]
         + ["WebSocketClosesOther", "WebSocketQueueDrops", "WebSocketChildren",
-           "WebSocketBackplaneOverruns", "WebSocketBackplaneRedisUp"])
+           "WebSocketBackplaneOverruns", "WebSocketBackplaneRedisUp",
+           # the backplane's own section: ring skips, Redis input (ws_bp_status)
+           "WebSocketBackplaneRingOverruns", "WebSocketBackplaneRingLostBytes",
+           "WebSocketBackplaneRingInvalid", "WebSocketBackplaneRingTorn",
+           "WebSocketBackplaneRedisIn", "WebSocketBackplaneRedisDropped"])
 
 LOCATIONS = [("/echo", "echo"),
              {"path": "/probe", "plugin": "probe", "max_queue": 65536}]
