@@ -5,6 +5,10 @@
 #                   (PORT=8080: ws/http on PORT, wss/https on PORT+1)
 #   make check      install what is missing, build, run every test
 #   make unit       C unit tests of the protocol core (ASan+UBSan)
+#   make install    into httpd's directories (DESTDIR, PREFIX; see conf/install.mk)
+#   make deb        Debian packages in build/deb/ (docs/packaging.md)
+#
+# CPPFLAGS, CFLAGS and LDFLAGS from the environment are added (dpkg-buildflags).
 #
 # Flags come from apxs (Debian's apache2-dev), so the module is built exactly as httpd's
 # own modules are; the protocol core has no httpd include and is also built alone.
@@ -23,10 +27,12 @@ CFLAGS_M  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE $(HTTPD_DEF
              -Iinclude -Isrc $(addprefix -I,$(sort $(HTTPD_INC)))
 CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
 
-CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c
-CORE_HDR  := src/ws_proto.h
-MOD_SRC   := src/mod_websocket.c src/ws_accept.c src/ws_backplane.c src/ws_deflate.c $(CORE_SRC)
-MOD_HDR   := $(CORE_HDR) src/ws_accept.h src/ws_backplane.h src/ws_deflate.h include/mod_websocket.h
+CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c
+CORE_HDR  := src/ws_proto.h src/ws_channel.h
+MOD_SRC   := src/mod_websocket.c src/ws_accept.c src/ws_backplane.c src/ws_ring.c src/ws_hostcheck.c \
+             src/ws_redis_tls.c src/ws_deflate.c src/ws_status.c src/ws_h2.c $(CORE_SRC)
+MOD_HDR   := $(CORE_HDR) src/ws_accept.h src/ws_backplane.h src/ws_ring.h src/ws_hostcheck.h \
+             src/ws_redis_tls.h src/ws_deflate.h src/ws_status.h src/ws_h2.h include/mod_websocket.h
 PLUGINS   := echo chat ticker probe badabi
 PLUGIN_SO := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 
@@ -37,10 +43,11 @@ PYTHON    := /usr/bin/python3
 all: $(BUILD)/mod_websocket.so $(PLUGIN_SO)
 
 $(BUILD)/mod_websocket.so: $(MOD_SRC) $(MOD_HDR) | $(BUILD)
-	$(CC) $(CFLAGS_M) -shared -o $@ $(MOD_SRC) -lhiredis -lz -laprutil-1 -lapr-1 -lpthread
+	$(CC) $(CFLAGS_M) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -shared -o $@ $(MOD_SRC) \
+	    -lhiredis -lssl -lcrypto -lz -laprutil-1 -lapr-1 -lpthread
 
 $(BUILD)/plugins/%.so: plugins/%.c include/mod_websocket.h | $(BUILD)/plugins
-	$(CC) $(CFLAGS_P) -shared -o $@ $< -lpthread
+	$(CC) $(CFLAGS_P) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -shared -o $@ $< -lpthread
 
 $(BUILD) $(BUILD)/plugins:
 	mkdir -p $@
@@ -64,7 +71,12 @@ $(BUILD)/test_accept: src/ws_accept.c src/ws_accept.h tests/unit/test_accept.c |
 	    -D_GNU_SOURCE $(HTTPD_DEF) -Isrc $(addprefix -I,$(sort $(HTTPD_INC))) src/ws_accept.c tests/unit/test_accept.c \
 	    -laprutil-1 -lapr-1 -o $@
 
-unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept
+$(BUILD)/test_ring: src/ws_ring.c src/ws_ring.h tests/unit/test_ring.c | $(BUILD)
+	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -D_GNU_SOURCE -DWS_RING_TEST -Isrc src/ws_ring.c tests/unit/test_ring.c -lpthread -o $@
+
+unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept $(BUILD)/test_ring
+	$(BUILD)/test_ring
 	$(BUILD)/test_proto
 	$(BUILD)/test_deflate
 	$(BUILD)/test_accept
@@ -84,4 +96,5 @@ clean:
 # Benchmarks (bench/bench.mk) and fuzzing / sanitizer runs (fuzz/fuzz.mk) keep their
 # targets beside their sources.
 -include bench/bench.mk
+include conf/install.mk
 -include fuzz/fuzz.mk

@@ -19,12 +19,12 @@ FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 600
 FUZZ_QUICK_SECONDS ?= 15
 FUZZ_JOBS          ?= 2
-FUZZ_TARGETS       := frame utf8 close handshake inflate
+FUZZ_TARGETS       := frame utf8 close handshake inflate ring
 FUZZ_DIR           := $(BUILD)/fuzz
 FUZZ_CFLAGS        := -std=c99 -g -O1 $(WARN) -D_GNU_SOURCE \
                       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                       -Isrc -Ifuzz
-FUZZ_CORE          := $(CORE_SRC) src/ws_deflate.c
+FUZZ_CORE          := $(CORE_SRC) src/ws_deflate.c src/ws_ring.c
 FUZZ_BINS          := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 
 ASAN_BUILD         ?= build/asan
@@ -34,7 +34,7 @@ ASAN_FLAGS         ?= -fsanitize=address,undefined -fno-omit-frame-pointer
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_ref.h $(FUZZ_CORE) $(CORE_HDR) src/ws_deflate.h
+$(FUZZ_DIR)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_ref.h $(FUZZ_CORE) $(CORE_HDR) src/ws_deflate.h src/ws_ring.h
 	@mkdir -p $(FUZZ_DIR)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_CORE) -lz
 

@@ -1,11 +1,11 @@
 /* Chat page for mod_websocket's chat plugin: plain browser JavaScript, no build step.
  *
- * Connects to ws(s)://HOST/chat/ROOM?name=NICK (the scheme follows the page's).  The
- * server sends JSON objects {"type","from","text","ts"}; each becomes one line of
- * #messages, <div class="chat-line chat-TYPE"> with .ts (server time), .from and .text
- * spans (the browser tests read them).  Types: welcome (to us: our name and room),
- * join, leave, nick (from: old name, text: new), message, error (to us only); the page
- * adds "system" lines of its own (disconnected).
+ * Connects to ws(s)://HOST/DIR/chat/ROOM?name=NICK, DIR being the page's directory (the
+ * scheme follows the page's).  The server sends JSON objects {"type","from","text","ts"};
+ * each becomes one line of #messages, <div class="chat-line chat-TYPE"> with .ts (server
+ * time), .from and .text spans (the browser tests read them).  Types: welcome (to us: our
+ * name and room), join, leave, nick (from: old name, text: new), message, error (to us
+ * only); the page adds "system" lines of its own (disconnected).
  */
 (function () {
   'use strict';
@@ -28,7 +28,9 @@
     var l = window.location;
     var base = (l.protocol === 'https:' ? 'wss://' : 'ws://') +
       (l.protocol === 'http:' || l.protocol === 'https:' ? l.host : 'localhost:8080');
-    return base + '/chat/' + room + (name ? '?name=' + encodeURIComponent(name) : '');
+    var dir = l.protocol === 'http:' || l.protocol === 'https:' ?
+      l.pathname.replace(/[^\/]*$/, '') : '/';   /* the endpoint is beside the page */
+    return base + dir + 'chat/' + room + (name ? '?name=' + encodeURIComponent(name) : '');
   }
 
   function pad(n) { return (n < 10 ? '0' : '') + n; }

@@ -29,7 +29,8 @@
   function defaultLocation() {
     var l = window.location;
     if (l.protocol === 'http:' || l.protocol === 'https:') {
-      return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host + '/echo';
+      return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host +
+        l.pathname.replace(/[^\/]*$/, '') + 'echo';   /* beside the page */
     }
     return 'ws://localhost:8080/echo';
   }

@@ -1,6 +1,7 @@
 /* Ticker page for mod_websocket's ticker plugin: plain browser JavaScript, no build step.
  *
- * Connects on load to ws(s)://HOST/ticker (the scheme follows the page's).  Each message:
+ * Connects on load to ws(s)://HOST/DIR/ticker, beside the page (the scheme follows the
+ * page's).  Each message:
  *   {"ts": microseconds since the epoch (server send time), "tick", "interval_ms",
  *    "quotes": [{"symbol","price","change","pct","decimals"}, ...]}
  * Table rows are <tr id="row-SYMBOL"> with .price, .change and .pct cells; .change and
@@ -29,7 +30,8 @@
   function defaultLocation() {
     var l = window.location;
     if (l.protocol === 'http:' || l.protocol === 'https:') {
-      return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host + '/ticker';
+      return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host +
+        l.pathname.replace(/[^\/]*$/, '') + 'ticker';   /* beside the page */
     }
     return 'ws://localhost:8080/ticker';
   }

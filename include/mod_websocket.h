@@ -72,8 +72,8 @@ extern "C" {
                            * open.  Hosts before this code returned WS_EFULL (send, and
                            * closed with 1008) or WS_ENOMEM (publish). */
 
-/* The largest message publish takes (payload plus channel name): half the embedded
- * backplane's 8 MiB ring.  Sends to one connection are bounded by WebSocketMaxQueue. */
+/* The largest message publish takes (payload plus channel name; for ns_publish the
+ * name with its namespace): half the embedded backplane's 8 MiB ring.  Sends to one connection are bounded by WebSocketMaxQueue. */
 #define WS_PUBLISH_MAX (4u * 1024u * 1024u - 64u)
 
 /* Close codes (RFC 6455 7.4.1 and the IANA registry), for close, handle_close and
@@ -177,7 +177,8 @@ typedef struct ws_api {
      * WS_ENOMEM; handle_send the same. */
     int (*send)(ws_conn *c, int type, const void *data, size_t len, int flags);
     /* Start the closing handshake with code (1000-1003, 1007-1014, 3000-4999) and a
-     * reason (UTF-8, cut to 123 bytes).  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
+     * reason (UTF-8, cut to at most 123 bytes at a character boundary; also by
+     * handle_close).  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
     int (*close)(ws_conn *c, int code, const char *reason);
     void (*set_user_data)(ws_conn *c, void *data);
     void *(*get_user_data)(ws_conn *c);
@@ -199,11 +200,11 @@ typedef struct ws_api {
     int (*handle_close)(ws_handle *h, int code, const char *reason);
 
     /* --- channels (publish/subscribe) --- */
-    /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes).  Subscriptions
-     * end with the connection; subscribing twice is one subscription.  Returns
-     * WS_SUCCESS, WS_EINVAL (c NULL, name empty or longer than 200 bytes), WS_ECLOSED
-     * (c is closing) or WS_ENOMEM.  unsubscribe returns WS_SUCCESS (also when c was
-     * not subscribed) or WS_EINVAL. */
+    /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes of UTF-8 without
+     * control characters).  Subscriptions end with the connection; subscribing twice is
+     * one subscription.  Returns WS_SUCCESS, WS_EINVAL (c NULL, or a name that breaks
+     * those rules), WS_ECLOSED (c is closing) or WS_ENOMEM.  unsubscribe returns
+     * WS_SUCCESS (also when c was not subscribed) or WS_EINVAL. */
     int (*subscribe)(ws_conn *c, const char *channel);
     int (*unsubscribe)(ws_conn *c, const char *channel);
     /* Publish a message to every subscriber of channel: in every child process of this
@@ -222,6 +223,21 @@ typedef struct ws_api {
         __attribute__((format(printf, 3, 4)))
 #endif
         ;
+
+    /* --- channels in a namespace (added in ABI v1; check WS_API_HAS) --- */
+    /* Like subscribe/unsubscribe/publish, but the channel lives in the namespace of one
+     * location: `WebSocketChannelNamespace NAME` in the section of its WebSocketHandler,
+     * by default the ServerName and the section's path.  Two locations (or vhosts) hear
+     * each other only if they have the same namespace, so a client of /public-chat never
+     * reaches channels of /staff-chat.  Plugins whose channel names come from clients
+     * should use these.  ns_subscribe/ns_unsubscribe use c's location; ns_publish (any
+     * thread) the location whose plugin_data (as set by init) is plugin_data, so that
+     * pointer must be unique per location (WS_EINVAL otherwise).  The plain functions
+     * above use one namespace for the whole server (and every server on a Redis). */
+    int (*ns_subscribe)(ws_conn *c, const char *channel);
+    int (*ns_unsubscribe)(ws_conn *c, const char *channel);
+    int (*ns_publish)(void *plugin_data, const char *channel, int type, const void *data,
+                      size_t len, int flags);
 
     /* --- since WS_API_HAS(api, buffered_amount) --- */
     /* Bytes queued for c and not yet written to the socket (like a browser's

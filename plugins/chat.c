@@ -7,7 +7,18 @@
  *       WebSocketHandler /usr/lib/apache2/modules/websocket/chat.so
  *       WebSocketPluginConfig max_text 1000         # longest message text, in bytes
  *       WebSocketPluginConfig default_room lobby
+ *       WebSocketPluginConfig rate 5                # messages per second per connection
+ *       WebSocketPluginConfig burst 10              # ... with bursts of this many (0: off)
  *   </Location>
+ *
+ * Rooms live in the location's channel namespace (api->ns_publish): two chat locations
+ * do not hear each other unless both say `WebSocketChannelNamespace SAME`.
+ *
+ * Nicknames are unique per room among the connections of this httpd (a table in memory
+ * shared by its children; with a Redis backplane, not across servers), compared without
+ * ASCII case; a taken name gets an "error".  Names are printable: no control characters,
+ * no bidi controls (U+202A-202E, U+2066-2069, U+200E/200F, U+061C), no line or paragraph
+ * separators, no spaces other than U+0020, no zero-width characters.
  *
  * Connecting: ws://host/chat/ROOM or ws://host/chat?room=ROOM[&name=NICK] (the room is
  * the last segment of a path with two or more segments, so mount the plugin at a
@@ -24,10 +35,14 @@
  * text: the new one) to everyone in the room; "welcome" (from: your nickname, text: the
  * room) and "error" (from: null, text: why) to one connection only.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,10 +54,27 @@
 
 static const ws_api *api;
 
+#define ROSTER_SLOTS 4096      /* names in use at once, over all rooms of a location */
+
+/* One name in use: in memory shared by every child (made by init in the parent). */
+typedef struct roster_slot {
+    pid_t pid;                 /* the child holding it; 0 = free */
+    char room[ROOM_MAX + 1];
+    char name[NAME_MAX_BYTES + 1];
+} roster_slot;
+
+typedef struct roster {
+    pthread_mutex_t mu;        /* process-shared, robust */
+    roster_slot slot[ROSTER_SLOTS];
+} roster;
+
 /* Per location (WebSocketPluginConfig), made by init in the parent, read-only after. */
 typedef struct chat_conf {
     size_t max_text;
     char default_room[ROOM_MAX + 1];
+    double rate;               /* messages per second per connection (0: no limit) */
+    double burst;
+    roster *names;             /* shared mapping */
 } chat_conf;
 
 /* Per connection (set_user_data), freed by on_close. */
@@ -50,6 +82,8 @@ typedef struct chat_user {
     char channel[sizeof(CHANNEL_PREFIX) + ROOM_MAX];   /* "chat:ROOM" */
     const char *room;                                 /* points into channel */
     char name[NAME_MAX_BYTES + 1];
+    double tokens;                                    /* rate limit: a token bucket */
+    struct timespec last;
 } chat_user;
 
 /* ---- validation ------------------------------------------------------------------ */
@@ -112,6 +146,29 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
+/* The code point of the UTF-8 sequence at s (n bytes, valid). */
+static unsigned code_point(const unsigned char *s, size_t n)
+{
+    unsigned cp = n == 2 ? s[0] & 0x1f : n == 3 ? s[0] & 0x0f : s[0] & 0x07;
+    size_t i;
+    for (i = 1; i < n; i++) {
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    return cp;
+}
+
+/* Not in a name: what can make one name look like another or reorder the line around
+ * it (bidi controls and marks, zero-width characters, separators, odd spaces). */
+static int name_char_ok(const unsigned char *s, size_t n)
+{
+    unsigned cp = code_point(s, n);
+    return !(cp == 0x00a0 || cp == 0x00ad || cp == 0x061c || cp == 0x1680
+             || (cp >= 0x180b && cp <= 0x180e) || (cp >= 0x2000 && cp <= 0x200f)
+             || (cp >= 0x2028 && cp <= 0x202f) || (cp >= 0x205f && cp <= 0x206f)
+             || cp == 0x3000 || cp == 0x3164 || cp == 0xfeff || (cp >= 0xfe00 && cp <= 0xfe0f)
+             || (cp >= 0xfff0 && cp <= 0xfffb) || (cp >= 0xe0000 && cp <= 0xe007f));
+}
+
 /* A nickname: 1-32 bytes of UTF-8 after trimming spaces, no control characters (C0,
  * DEL, C1), since names are shown on one line.  Copies it into out (NAME_MAX_BYTES+1).
  * Returns NULL, or why it was refused. */
@@ -139,6 +196,9 @@ static const char *take_name(char *out, const char *s, size_t len)
         }
         if (u[i] < 0x20 || u[i] == 0x7f || (u[i] == 0xc2 && u[i + 1] < 0xa0)) {
             return "a name cannot contain control characters";
+        }
+        if (n > 1 && !name_char_ok(u + i, n)) {
+            return "a name cannot contain invisible, bidi control or separator characters";
         }
     }
     memcpy(out, u, len);
@@ -209,16 +269,19 @@ static char *chat_json(const char *type, const char *from, const char *text, siz
     return buf;
 }
 
-/* To everyone in the user's room, in every process (and on every server with Redis). */
-static void room_say(const chat_user *u, const char *type, const char *from, const char *text,
-                     size_t text_len)
+/* To everyone in the user's room, in every process (and on every server with Redis),
+ * within this location's channel namespace.  Returns the api's code. */
+static int room_say(ws_conn *c, const chat_user *u, const char *type, const char *from,
+                    const char *text, size_t text_len)
 {
     size_t len;
+    int rv = WS_ENOMEM;
     char *msg = chat_json(type, from, text, text_len, &len);
     if (msg) {
-        api->publish(u->channel, WS_TEXT, msg, len, 0);
+        rv = api->ns_publish(api->plugin_data(c), u->channel, WS_TEXT, msg, len, 0);
         free(msg);
     }
+    return rv;
 }
 
 /* To this connection only. */
@@ -232,7 +295,133 @@ static void tell(ws_conn *c, const char *type, const char *from, const char *tex
     }
 }
 
+/* ---- the roster: unique names per room -------------------------------------------- */
+
+static int roster_lock(roster *r)
+{
+    int rv = pthread_mutex_lock(&r->mu);
+    if (rv == EOWNERDEAD) {       /* a child died holding it: the table is consistent
+                                   * (a slot is claimed by its pid, written last) */
+        pthread_mutex_consistent(&r->mu);
+        rv = 0;
+    }
+    return rv;
+}
+
+static int slot_live(const roster_slot *s)
+{
+    return s->pid && (kill(s->pid, 0) == 0 || errno != ESRCH);
+}
+
+/* Claim name in room for this process (releasing old, if given, in the same step).
+ * Returns 0, or -1 if another connection has it (or the table is full). */
+static int roster_claim(roster *r, const char *room, const char *name, const char *old)
+{
+    roster_slot *free_slot = NULL, *old_slot = NULL;
+    int i, rv = 0;
+    if (roster_lock(r) != 0) {
+        return -1;
+    }
+    for (i = 0; i < ROSTER_SLOTS; i++) {
+        roster_slot *sl = &r->slot[i];
+        if (!slot_live(sl)) {
+            sl->pid = 0;
+            free_slot = free_slot ? free_slot : sl;
+            continue;
+        }
+        if (strcmp(sl->room, room) != 0) {
+            continue;
+        }
+        if (old && !old_slot && sl->pid == getpid() && strcmp(sl->name, old) == 0) {
+            old_slot = sl;
+        }
+        else if (strcasecmp(sl->name, name) == 0) {
+            rv = -1;
+        }
+    }
+    if (rv == 0 && (old_slot || free_slot)) {
+        roster_slot *sl = old_slot ? old_slot : free_slot;
+        strcpy(sl->room, room);
+        strcpy(sl->name, name);
+        sl->pid = getpid();
+    }
+    else {
+        rv = -1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rv;
+}
+
+static void roster_release(roster *r, const char *room, const char *name)
+{
+    int i;
+    if (roster_lock(r) != 0) {
+        return;
+    }
+    for (i = 0; i < ROSTER_SLOTS; i++) {
+        roster_slot *sl = &r->slot[i];
+        if (sl->pid == getpid() && strcmp(sl->room, room) == 0
+            && strcmp(sl->name, name) == 0) {
+            sl->pid = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static roster *roster_create(void)
+{
+    pthread_mutexattr_t attr;
+    roster *r = mmap(NULL, sizeof(roster), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) {
+        return NULL;
+    }
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&r->mu, &attr);
+    pthread_mutexattr_destroy(&attr);
+    return r;
+}
+
+/* 1 if the connection may send another message now (a token bucket). */
+static int rate_ok(const chat_conf *conf, chat_user *u)
+{
+    struct timespec now;
+    double dt;
+    if (conf->rate <= 0) {
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    dt = (double)(now.tv_sec - u->last.tv_sec) + (now.tv_nsec - u->last.tv_nsec) / 1e9;
+    u->last = now;
+    u->tokens += dt * conf->rate;
+    if (u->tokens > conf->burst) {
+        u->tokens = conf->burst;
+    }
+    if (u->tokens < 1) {
+        return 0;
+    }
+    u->tokens -= 1;
+    return 1;
+}
+
 /* ---- configuration --------------------------------------------------------------- */
+
+/* A number setting from lo to hi into *out; 0, or 1 after writing err. */
+static int number_setting(const char *k, const char *v, double lo, double hi, double *out,
+                          char *err, size_t errlen)
+{
+    char *end;
+    double d = strtod(v, &end);
+    if (*v < '0' || *v > '9' || *end || d < lo || d > hi) {
+        snprintf(err, errlen, "%s: a number from %g to %g, not '%s'", k, lo, hi, v);
+        return 1;
+    }
+    *out = d;
+    return 0;
+}
 
 static int chat_init(void **data, const ws_setting *settings, size_t n, char *err,
                      size_t errlen)
@@ -245,6 +434,8 @@ static int chat_init(void **data, const ws_setting *settings, size_t n, char *er
     }
     conf->max_text = 1000;
     strcpy(conf->default_room, "lobby");
+    conf->rate = 5;
+    conf->burst = 10;
     for (i = 0; i < n; i++) {
         const char *k = settings[i].key, *v = settings[i].value;
         if (strcmp(k, "max_text") == 0) {
@@ -265,11 +456,28 @@ static int chat_init(void **data, const ws_setting *settings, size_t n, char *er
             }
             strcpy(conf->default_room, v);
         }
+        else if (strcmp(k, "rate") == 0 || strcmp(k, "burst") == 0) {
+            if (number_setting(k, v, 0, 1e6, k[0] == 'r' ? &conf->rate : &conf->burst,
+                               err, errlen)) {
+                free(conf);
+                return 1;
+            }
+        }
         else {
-            snprintf(err, errlen, "unknown setting '%s' (max_text, default_room)", k);
+            snprintf(err, errlen, "unknown setting '%s' (max_text, default_room, rate, "
+                     "burst)", k);
             free(conf);
             return 1;
         }
+    }
+    if (conf->rate > 0 && conf->burst < 1) {
+        conf->burst = 1;
+    }
+    conf->names = roster_create();
+    if (!conf->names) {
+        snprintf(err, errlen, "cannot map the shared name table");
+        free(conf);
+        return 1;
     }
     *data = conf;
     return 0;
@@ -277,7 +485,11 @@ static int chat_init(void **data, const ws_setting *settings, size_t n, char *er
 
 static void chat_fini(void *data)
 {
-    free(data);
+    chat_conf *conf = data;
+    if (conf) {
+        munmap(conf->names, sizeof(roster));
+    }
+    free(conf);
 }
 
 /* ---- connections ----------------------------------------------------------------- */
@@ -354,6 +566,19 @@ static void guest_name(char *out)
     sprintf(out, "guest-%04u", n);
 }
 
+/* A free guest name in u's room (a few tries). */
+static int guest_claim(chat_conf *conf, chat_user *u)
+{
+    int i;
+    for (i = 0; i < 20; i++) {
+        guest_name(u->name);
+        if (roster_claim(conf->names, u->room, u->name, NULL) == 0) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int chat_open(ws_conn *c, const ws_request *req)
 {
     chat_conf *conf = api->plugin_data(c);
@@ -387,19 +612,27 @@ static int chat_open(ws_conn *c, const ws_request *req)
             free(u);
             return 400;
         }
+        if (roster_claim(conf->names, u->room, u->name, NULL) != 0) {
+            tell(c, "error", NULL, "that name is taken in this room: you are a guest");
+            u->name[0] = '\0';
+        }
     }
-    else {
-        guest_name(u->name);
+    if (!u->name[0] && guest_claim(conf, u) != 0) {
+        free(u);
+        return 503;
     }
+    clock_gettime(CLOCK_MONOTONIC, &u->last);
+    u->tokens = conf->burst;
     /* Subscribe before announcing, so the newcomer sees its own join and everything
      * said from then on. */
-    if (api->subscribe(c, u->channel) != WS_SUCCESS) {
+    if (api->ns_subscribe(c, u->channel) != WS_SUCCESS) {
+        roster_release(conf->names, u->room, u->name);
         free(u);
         return 503;
     }
     api->set_user_data(c, u);
     tell(c, "welcome", u->name, u->room);
-    room_say(u, "join", u->name, u->room, strlen(u->room));
+    room_say(c, u, "join", u->name, u->room, strlen(u->room));
     return 0;
 }
 
@@ -425,8 +658,14 @@ static int chat_message(ws_conn *c, int type, const void *data, size_t len)
         if (why) {
             tell(c, "error", NULL, why);
         }
-        else if (strcmp(name, u->name) != 0) {
-            room_say(u, "nick", u->name, name, strlen(name));
+        else if (strcmp(name, u->name) == 0) {
+            return 0;
+        }
+        else if (roster_claim(conf->names, u->room, name, u->name) != 0) {
+            tell(c, "error", NULL, "that name is taken in this room");
+        }
+        else {
+            room_say(c, u, "nick", u->name, name, strlen(name));
             strcpy(u->name, name);
         }
         return 0;
@@ -435,17 +674,26 @@ static int chat_message(ws_conn *c, int type, const void *data, size_t len)
         tell(c, "error", NULL, "empty message");
         return 0;
     }
-    room_say(u, "message", u->name, text, len);
+    if (!rate_ok(conf, u)) {
+        tell(c, "error", NULL, "too many messages: slow down (this one was not sent)");
+        return 0;
+    }
+    if (room_say(c, u, "message", u->name, text, len) != WS_SUCCESS) {
+        tell(c, "error", NULL, "your message could not be delivered (too large for the "
+             "backplane, or the server is out of memory)");
+    }
     return 0;
 }
 
 static void chat_close(ws_conn *c, int code, const char *reason)
 {
     chat_user *u = api->get_user_data(c);
+    chat_conf *conf = api->plugin_data(c);
     (void)code, (void)reason;
     if (u) {
         /* The subscription ends with the connection; the others hear that we left. */
-        room_say(u, "leave", u->name, u->room, strlen(u->room));
+        room_say(c, u, "leave", u->name, u->room, strlen(u->room));
+        roster_release(conf->names, u->room, u->name);
         free(u);
     }
 }
@@ -465,8 +713,8 @@ static const ws_plugin chat_plugin = {
 const ws_plugin *websocket_plugin_init(const ws_api *host)
 {
     api = host;
-    if (!WS_API_HAS(api, publish)) {
-        return NULL;    /* a host without channels: refuse to load */
+    if (!WS_API_HAS(api, ns_publish)) {
+        return NULL;    /* a host without channel namespaces: refuse to load */
     }
     return &chat_plugin;
 }

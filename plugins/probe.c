@@ -17,6 +17,7 @@
  *   send:SIZE           sends SIZE bytes (binary, 'x', uncompressed), then answers
  *                       "buffered:A:B:RV" (RV: what send returned)
  *   pubsize:N           publishes N bytes to channel "pubsize"; answers "pubsize:N:RV"
+ *   hclose:CODE:REASON  a plugin thread closes through a handle (api->handle_close)
  *   flood:N:SIZE        a plugin thread sends N binary messages of SIZE bytes (>= 8)
  *                       through a handle: an 8-byte big-endian sequence number, then
  *                       filler bytes (seq & 0xff); then the text "flood-done:N"
@@ -176,6 +177,8 @@ typedef struct flood_job {
     ws_handle *h;
     unsigned long count;
     size_t size;
+    int close_code;               /* hclose: close with this instead of flooding */
+    char *reason;
 } flood_job;
 
 static void *flood_main(void *arg)
@@ -185,6 +188,11 @@ static void *flood_main(void *arg)
     unsigned long seq;
     char done[64];
 
+    if (job->reason) {
+        api->handle_close(job->h, job->close_code, job->reason);
+        free(job->reason);
+        job->count = 0;
+    }
     for (seq = 0; buf && seq < job->count; seq++) {
         int i;
         for (i = 0; i < 8; i++) {
@@ -195,7 +203,7 @@ static void *flood_main(void *arg)
             break;      /* closed or overflowing: the connection is going away */
         }
     }
-    if (buf && seq == job->count) {
+    if (buf && seq == job->count && job->count) {
         snprintf(done, sizeof(done), "flood-done:%lu", job->count);
         api->handle_send(job->h, WS_TEXT, done, strlen(done), 0);
     }
@@ -209,7 +217,7 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
-static int start_flood(ws_conn *c, const char *args)
+static int start_flood(ws_conn *c, const char *args, int close)
 {
     flood_job *job = calloc(1, sizeof(*job));
     pthread_t tid;
@@ -218,6 +226,14 @@ static int start_flood(ws_conn *c, const char *args)
     int rv;
     if (!job) {
         return -1;
+    }
+    if (close) {
+        job->close_code = atoi(args);
+        job->reason = strdup((end = strchr(args, ':')) != NULL ? end + 1 : "");
+        if (!job->reason) {
+            free(job);
+            return -1;
+        }
     }
     job->count = strtoul(args, &end, 10);
     job->size = *end == ':' ? strtoul(end + 1, NULL, 10) : 8;
@@ -235,6 +251,7 @@ static int start_flood(ws_conn *c, const char *args)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rv != 0) {
         api->handle_release(job->h);
+        free(job->reason);
         free(job);
         pthread_mutex_lock(&flood_mu);
         flood_running--;
@@ -296,7 +313,10 @@ static int probe_command(ws_conn *c, char *cmd)
         return probe_sizes(c, cmd);
     }
     if (strncmp(cmd, "flood:", 6) == 0) {
-        return start_flood(c, cmd + 6) == 0 ? 1 : -1;
+        return start_flood(c, cmd + 6, 0) == 0 ? 1 : -1;
+    }
+    if (strncmp(cmd, "hclose:", 7) == 0) {
+        return start_flood(c, cmd + 7, 1) == 0 ? 1 : -1;
     }
     if (strncmp(cmd, "sub:", 4) == 0 || strncmp(cmd, "unsub:", 6) == 0) {
         int sub = cmd[0] == 's';

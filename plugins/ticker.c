@@ -6,7 +6,7 @@
  *       WebSocketHandler /usr/lib/apache2/modules/websocket/ticker.so
  *       WebSocketPluginConfig symbols "EURUSD,GBPUSD,USDJPY,AAPL,MSFT,GOOG,BTCUSD,GOLD"
  *       WebSocketPluginConfig interval_ms 1000      # 10 or more
- *       WebSocketPluginConfig channel ticker        # one per location serving a ticker
+ *       WebSocketPluginConfig channel ticker        # in this location's namespace
  *   </Location>
  *
  * Every message (and the snapshot a client gets as soon as it connects) is one JSON
@@ -177,7 +177,7 @@ static void *ticker_main(void *arg)
             msg = ticker_message(t, tick, &len);
             if (msg) {
                 /* LOCAL: every child runs this same thread for its own subscribers. */
-                api->publish(t->channel, WS_TEXT, msg, len, WS_PUBLISH_LOCAL);
+                api->ns_publish(t, t->channel, WS_TEXT, msg, len, WS_PUBLISH_LOCAL);
                 free(msg);
             }
             pthread_mutex_lock(&t->mu);
@@ -231,7 +231,7 @@ static int ticker_open(ws_conn *c, const ws_request *req)
     size_t len;
     char *msg;
     (void)req;
-    if (api->subscribe(c, t->channel) != WS_SUCCESS) {
+    if (api->ns_subscribe(c, t->channel) != WS_SUCCESS) {
         return 503;
     }
     /* The current prices at once, rather than a blank board until the next tick. */
@@ -387,8 +387,8 @@ static const ws_plugin ticker_plugin = {
 const ws_plugin *websocket_plugin_init(const ws_api *host)
 {
     api = host;
-    if (!WS_API_HAS(api, publish)) {
-        return NULL;    /* a host without channels: refuse to load */
+    if (!WS_API_HAS(api, ns_publish)) {
+        return NULL;    /* a host without channel namespaces: refuse to load */
     }
     return &ticker_plugin;
 }

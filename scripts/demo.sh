@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run httpd with mod_websocket in the foreground (what `make demo` runs).
-#   scripts/demo.sh [PORT]     http/ws on PORT (default 8080), https/wss on PORT+1
+#   scripts/demo.sh [PORT]     http/ws on PORT (default 8080), https/wss on PORT+1;
+#                              HTTP/2 too: h2 on PORT+1, h2c on PORT, WebSockets over both
 # The config, logs and a self-signed certificate (made on first run, then kept) live in
 # build/demo/.  Ctrl-C stops it.
 set -euo pipefail
@@ -26,7 +27,7 @@ done
 
 mkdir -p "$DEMO"
 CONF=$("$PY" scripts/genconf.py --dir "$DEMO" --port "$PORT" --tls-port "$TLS_PORT" \
-    --mpm event --scale "${locations[@]}")
+    --mpm event --scale --h2 "${locations[@]}")
 
 # One descriptor per connection in httpd's children: raise the soft limit to the hard one
 # (10,000 connections need more than the usual 1,024).
@@ -50,6 +51,8 @@ cat <<MSG
 mod_websocket demo (event MPM), config $CONF
   http://127.0.0.1:$PORT/          ws://127.0.0.1:$PORT/echo
   https://127.0.0.1:$TLS_PORT/         wss://127.0.0.1:$TLS_PORT/echo
+  HTTP/2 with WebSockets over h2 streams (RFC 8441, H2WebSockets on): h2 on $TLS_PORT,
+  h2c (prior knowledge and Upgrade) on $PORT
 MSG
 for p in chat ticker; do
     if [ -f "build/plugins/$p.so" ]; then

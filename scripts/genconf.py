@@ -93,6 +93,10 @@ SCALE_EVENT = {
     "MaxMemFree": 1,
 }
 
+# HTTP/2: h2 on the TLS port, h2c (prior knowledge and Upgrade) on the plain one, and
+# WebSockets over both (RFC 8441: extended CONNECT, httpd 2.4.58+).
+H2_LINES = "Protocols h2 h2c http/1.1\nH2WebSockets on\n"
+
 BASE_MODULES = [
     "authz_core", "authz_host", "authz_user", "authn_core", "authn_file", "auth_basic",
     "mime", "dir", "alias", "headers", "deflate", "filter", "reqtimeout", "ssl",
@@ -240,7 +244,7 @@ def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
                 locations=None, extra_global="", extra_vhost="",
                 loglevel=DEFAULT_LOGLEVEL, load_websocket=True,
                 mpm_settings=None, build=None, docroot=None, cert_dir=None,
-                user="www-data", group="www-data", timeout=None):
+                user="www-data", group="www-data", timeout=None, h2=False):
     """Write `directory`/httpd.conf (and what it needs) and return a Config.
 
     tls: serve TLS on tls_port (default: tls_port is not None).  The certificate is
@@ -249,6 +253,8 @@ def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
     extra_global: text appended at server level (after the locations);
     extra_vhost: text inside each <VirtualHost> (plain and TLS).
     load_websocket: False omits `LoadModule websocket_module` (and the locations).
+    h2: load mod_http2 and serve h2 (TLS), h2c (plain: prior knowledge and Upgrade) and
+    http/1.1, with `H2WebSockets on` (RFC 8441); True, or a string of extra H2 lines.
     """
     if mpm not in MPMS:
         raise ValueError(f"unknown mpm {mpm!r}, expected one of {MPMS}")
@@ -306,6 +312,8 @@ def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
     w(f"LoadModule mpm_{mpm}_module {MODULES_DIR}/mod_mpm_{mpm}.so\n")
     for m in BASE_MODULES:
         w(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n")
+    if h2:
+        w(f"LoadModule http2_module {MODULES_DIR}/mod_http2.so\n")
     if load_websocket:
         w(f"LoadModule websocket_module {_quote(os.path.join(build, 'mod_websocket.so'))}\n")
     w("\n")
@@ -323,6 +331,10 @@ def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
       "    Require all granted\n</Directory>\n")
     w('<Location "/server-status">\n    SetHandler server-status\n'
       "    Require ip 127.0.0.1\n</Location>\n")
+    if h2:
+        w(H2_LINES)
+        if isinstance(h2, str):
+            w(h2.rstrip("\n") + "\n")
     if tls:
         w(f"SSLSessionCache shmcb:{rundir}/ssl_scache(512000)\n")
     w("\n")
@@ -370,6 +382,8 @@ def main(argv=None):
     ap.add_argument("--extra-vhost", default="")
     ap.add_argument("--build", default=None, help="build dir (default REPO/build)")
     ap.add_argument("--docroot", default=None, help="document root (default REPO/htdocs)")
+    ap.add_argument("--h2", action="store_true",
+                    help="serve h2 (TLS) and h2c (plain) with H2WebSockets on (mod_http2)")
     ap.add_argument("--scale", action="store_true",
                     help="event MPM settings for 10,000 connections (the demo's)")
     args = ap.parse_args(argv)
@@ -386,7 +400,7 @@ def main(argv=None):
                       locations=locations, extra_global=args.extra_global,
                       extra_vhost=args.extra_vhost, loglevel=args.loglevel,
                       load_websocket=not args.no_websocket, build=args.build,
-                      docroot=args.docroot,
+                      docroot=args.docroot, h2=args.h2,
                       mpm_settings=SCALE_EVENT if args.scale and args.mpm == "event" else None)
     print(cfg.conf)
     return 0

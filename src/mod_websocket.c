@@ -39,19 +39,22 @@
 #include "http_ssl.h"
 #include "ap_mpm.h"
 #include "mpm_common.h"
+#include "mod_status.h"
 #include "apr_atomic.h"
 #include "apr_dso.h"
 #include "apr_lib.h"
 #include "apr_strings.h"
 #include "apr_portable.h"
-#include "apr_shm.h"
-#include "mod_status.h"
 
 #include "mod_websocket.h"
 #include "ws_accept.h"
 #include "ws_backplane.h"
+#include "ws_channel.h"
 #include "ws_deflate.h"
+#include "ws_h2.h"
+#include "ws_hostcheck.h"
 #include "ws_proto.h"
+#include "ws_status.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
 APLOG_USE_MODULE(websocket);
@@ -86,6 +89,9 @@ typedef struct ws_instance {
     ws_plugin p;                  /* zero-filled copy of what the plugin declared */
     apr_array_header_t *settings; /* ws_setting */
     void *plugin_data;
+    server_rec *server;           /* where WebSocketHandler is, for the namespace */
+    const char *section;          /* its <Location>/<Directory> path, or NULL */
+    const char *ns;               /* channel namespace (ns_subscribe, ns_publish) */
 } ws_instance;
 
 typedef struct ws_dir_conf {
@@ -119,6 +125,9 @@ typedef struct ws_dir_conf {
                                        * -1 (default): as 1 with a window of at most
                                        * WS_DEFAULT_CLIENT_WINDOW bits */
     int comp_takeover_set;
+    int check_host;                   /* same origin also needs a Host of this vhost */
+    int check_host_set;
+    const char *ns;                   /* WebSocketChannelNamespace of this section */
 } ws_dir_conf;
 
 /* Sections with a WebSocketHandler or WebSocketPluginConfig, for post_config.  In
@@ -128,21 +137,6 @@ static apr_array_header_t *ws_sections;
 /* WebSocketBackplane: NULL = embedded (default), "off", or a redis:// URL. */
 static const char *ws_backplane_conf;
 static ws_bp *ws_backplane;            /* this generation's backplane, or NULL (off) */
-
-/* Live counters for /server-status, one slot per child process in anonymous shared
- * memory made by the parent (mod_status does not see parked connections as busy
- * workers).  A child claims a free slot at start and clears it at exit. */
-typedef struct ws_stats_slot {
-    apr_uint32_t pid;
-    apr_uint32_t open_async;
-    apr_uint32_t open_blocking;
-    apr_uint32_t opened;          /* sessions since the child started */
-    apr_uint64_t msgs_in, msgs_out;
-} ws_stats_slot;
-
-static apr_shm_t *ws_stats_shm;
-static ws_stats_slot *ws_stats;   /* this child's slot, or NULL */
-static int ws_stats_nslots;
 
 static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -159,6 +153,7 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->comp_level = 1;
     conf->comp_takeover = -1;     /* unset: clients that can be limited keep their
                                    * context with at most WS_DEFAULT_CLIENT_WINDOW bits */
+    conf->check_host = 1;
     return conf;
 }
 
@@ -196,6 +191,7 @@ static void *ws_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     WS_MERGE(comp_mem_level);
     WS_MERGE(comp_level);
     WS_MERGE(comp_takeover);
+    WS_MERGE(check_host);
 #undef WS_MERGE
     return conf;
 }
@@ -222,6 +218,15 @@ static apr_status_t ws_instance_fini(void *data)
 
 static const ws_api ws_the_api;
 
+/* Every directive of this module: never in .htaccess, even where AllowOverrideList
+ * names it (a WebSocketHandler there would load any shared object into httpd). */
+#define WS_NO_HTACCESS(cmd) do { \
+        const char *e_ = ap_check_cmd_context(cmd, NOT_IN_HTACCESS); \
+        if (e_) { \
+            return e_; \
+        } \
+    } while (0)
+
 /* WebSocketHandler PATH.so [INIT_SYMBOL]: load the plugin now, so that a missing file,
  * a missing symbol or an ABI mismatch fails `apache2 -t` with the file named. */
 static const char *ws_cmd_handler(cmd_parms *cmd, void *dconf, const char *path,
@@ -236,6 +241,9 @@ static const char *ws_cmd_handler(cmd_parms *cmd, void *dconf, const char *path,
     char errbuf[256];
     apr_status_t rv;
 
+    WS_NO_HTACCESS(cmd);
+    inst->server = cmd->server;
+    inst->section = cmd->path;
     inst->path = ap_server_root_relative(cmd->pool, path);
     if (!inst->path) {
         return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'", path);
@@ -293,6 +301,7 @@ static const char *ws_cmd_plugin_config(cmd_parms *cmd, void *dconf, const char 
 {
     ws_dir_conf *conf = dconf;
     ws_setting *s;
+    WS_NO_HTACCESS(cmd);
     if (!conf->settings) {
         conf->settings = apr_array_make(cmd->pool, 4, sizeof(ws_setting));
     }
@@ -319,6 +328,7 @@ static const char *ws_parse_size(cmd_parms *cmd, const char *arg, apr_off_t min,
 static const char *ws_cmd_max_message(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
     conf->max_message_set = 1;
     return ws_parse_size(cmd, arg, 1, &conf->max_message);
 }
@@ -326,6 +336,7 @@ static const char *ws_cmd_max_message(cmd_parms *cmd, void *dconf, const char *a
 static const char *ws_cmd_max_queue(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
     conf->max_queue_set = 1;
     return ws_parse_size(cmd, arg, 1024, &conf->max_queue);
 }
@@ -359,6 +370,7 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
     const char *norm;
+    WS_NO_HTACCESS(cmd);
     if (!conf->origins) {
         conf->origins = apr_array_make(cmd->pool, 2, sizeof(const char *));
     }
@@ -381,7 +393,7 @@ static const char *ws_cmd_origins(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *ws_cmd_driver(cmd_parms *cmd, void *dconf, const char *arg)
 {
     ws_dir_conf *conf = dconf;
-    (void)cmd;
+    WS_NO_HTACCESS(cmd);
     if (!strcasecmp(arg, "auto")) {
         conf->driver = WS_DRIVER_AUTO;
     }
@@ -399,6 +411,7 @@ static const char *ws_cmd_ping_interval(cmd_parms *cmd, void *dconf, const char 
 {
     ws_dir_conf *conf = dconf;
     apr_interval_time_t t;
+    WS_NO_HTACCESS(cmd);
     if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0) {
         return apr_psprintf(cmd->pool, "WebSocketPingInterval: '%s' is not a duration", arg);
     }
@@ -411,6 +424,7 @@ static const char *ws_cmd_async_delay(cmd_parms *cmd, void *dconf, const char *a
 {
     ws_dir_conf *conf = dconf;
     apr_interval_time_t t;
+    WS_NO_HTACCESS(cmd);
     if (ap_timeout_parameter_parse(arg, &t, "ms") != APR_SUCCESS || t < 0
         || t > apr_time_from_sec(10)) {
         return apr_psprintf(cmd->pool, "WebSocketAsyncDelay: '%s' is not a duration "
@@ -428,6 +442,7 @@ static const char *ws_cmd_int(cmd_parms *cmd, void *dconf, const char *arg)
     int lo = 0, hi = 1 << 30;
     char *end;
     long v = strtol(arg, &end, 10);
+    WS_NO_HTACCESS(cmd);
     if (!strcmp(cmd->cmd->name, "WebSocketCompressionWindowBits")) {
         lo = 8, hi = 15;
     }
@@ -449,6 +464,7 @@ static const char *ws_cmd_int(cmd_parms *cmd, void *dconf, const char *arg)
 static const char *ws_cmd_flag(cmd_parms *cmd, void *dconf, int on)
 {
     int *field = (int *)((char *)dconf + (size_t)(uintptr_t)cmd->info);
+    WS_NO_HTACCESS(cmd);
     field[0] = on;
     field[1] = 1;
     return NULL;
@@ -456,7 +472,7 @@ static const char *ws_cmd_flag(cmd_parms *cmd, void *dconf, int on)
 
 static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY | NOT_IN_HTACCESS);
     (void)dconf;
     if (err) {
         return err;
@@ -464,12 +480,26 @@ static const char *ws_cmd_backplane(cmd_parms *cmd, void *dconf, const char *arg
     if (!strcasecmp(arg, "embedded")) {
         ws_backplane_conf = NULL;
     }
-    else if (!strcasecmp(arg, "off") || !strncasecmp(arg, "redis://", 8)) {
+    else if (!strcasecmp(arg, "off") || !strncasecmp(arg, "redis://", 8)
+             || !strncasecmp(arg, "rediss://", 9)) {
         ws_backplane_conf = arg;
     }
     else {
-        return "WebSocketBackplane: embedded, off or redis://HOST[:PORT][/PREFIX]";
+        return "WebSocketBackplane: embedded, off or "
+               "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]";
     }
+    return NULL;
+}
+
+static const char *ws_cmd_namespace(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    WS_NO_HTACCESS(cmd);
+    if (!ws_channel_ns_valid(arg, strlen(arg))) {
+        return "WebSocketChannelNamespace: 1-255 bytes of UTF-8 without control characters";
+    }
+    conf->ns = arg;
+    ws_note_section(conf);
     return NULL;
 }
 
@@ -520,9 +550,19 @@ static const command_rec ws_cmds[] = {
     AP_INIT_TAKE1("WebSocketPingInterval", ws_cmd_ping_interval, NULL, RSRC_CONF | ACCESS_CONF,
                   "ping a client silent this long (default 30s; 0 = never); one silent "
                   "for another interval after the ping is closed with 1001"),
+    AP_INIT_TAKE1("WebSocketChannelNamespace", ws_cmd_namespace, NULL, RSRC_CONF | ACCESS_CONF,
+                  "NAME: the channel namespace of this section's plugin (default: the "
+                  "ServerName and the section's path); sections with the same NAME share "
+                  "channels"),
+    AP_INIT_FLAG("WebSocketCheckHost", ws_cmd_flag,
+                 (void *)APR_OFFSETOF(ws_dir_conf, check_host), RSRC_CONF | ACCESS_CONF,
+                 "same-origin requests must also name this virtual host in Host: its "
+                 "ServerName, a ServerAlias, the address connected to, or localhost over "
+                 "loopback (default on: refuses DNS rebinding)"),
     AP_INIT_TAKE1("WebSocketAsyncDelay", ws_cmd_async_delay, NULL, RSRC_CONF | ACCESS_CONF,
                   "async driver: keep the worker while the connection is busy, parking "
                   "after this long without input (default 20ms; 0 = park at once)"),
+    WS_H2_CMDS,
     { NULL }
 };
 
@@ -544,9 +584,17 @@ static const char *ws_init_plugins(apr_pool_t *pconf)
         ws_instance *inst = conf->inst_set ? conf->inst : NULL;
         char err[256] = "";
         if (!inst) {
-            return "WebSocketPluginConfig is used in a section without a WebSocketHandler";
+            return "WebSocketPluginConfig or WebSocketChannelNamespace is used in a section "
+                   "without a WebSocketHandler";
         }
         inst->settings = conf->settings;
+        inst->ns = conf->ns ? conf->ns
+                 : apr_pstrcat(pconf, inst->server->server_hostname
+                               ? inst->server->server_hostname : "",
+                               inst->section ? inst->section : "/", NULL);
+        if (!ws_channel_ns_valid(inst->ns, strlen(inst->ns))) {
+            inst->ns = apr_psprintf(pconf, "%.255s", inst->ns);   /* a long path, cut */
+        }
         if (inst->p.init) {
             const ws_setting *s = inst->settings ? (const ws_setting *)inst->settings->elts : NULL;
             size_t n = inst->settings ? (size_t)inst->settings->nelts : 0;
@@ -565,7 +613,6 @@ static int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
                           server_rec *s)
 {
     const char *err = ws_init_plugins(pconf);
-    int limit = 0;
     (void)plog; (void)ptemp;
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "WS00001: %s", err);
@@ -578,17 +625,7 @@ static int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit) != APR_SUCCESS || limit < 1) {
-        limit = 16;
-    }
-    ws_stats_nslots = limit;
-    if (apr_shm_create(&ws_stats_shm, sizeof(ws_stats_slot) * (apr_size_t)limit, NULL,
-                       pconf) != APR_SUCCESS) {
-        ws_stats_shm = NULL;    /* no counters, nothing else lost */
-    }
-    else {
-        memset(apr_shm_baseaddr_get(ws_stats_shm), 0, sizeof(ws_stats_slot) * (apr_size_t)limit);
-    }
+    ws_status_create(pconf, !ws_backplane ? "off" : ws_backplane_conf ? "redis" : "embedded");
     return OK;
 }
 
@@ -963,6 +1000,7 @@ static int ws_handle_enqueue_ex(ws_handle *h, ws_payload *p, int *direct)
         /* Documented policy: a peer that does not read what it is sent is closed with
          * 1008; the sender learns it now, nothing already queued is lost. */
         h->overflow = 1;
+        ws_status_queue_drop();
         ws_handle_wake_locked(h);
         pthread_mutex_unlock(&h->mu);
         free(m);
@@ -1017,6 +1055,7 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
 
 static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
 {
+    size_t n;
     pthread_mutex_lock(&h->mu);
     if (!h->s || h->close_code) {
         pthread_mutex_unlock(&h->mu);
@@ -1024,7 +1063,9 @@ static int ws_handle_request_close(ws_handle *h, int code, const char *reason)
     }
     h->close_code = code;
     h->close_pending = 1;
-    apr_cpystrn(h->close_reason, reason ? reason : "", sizeof(h->close_reason));
+    n = reason ? ws_close_reason_cut(reason, strlen(reason), WS_CLOSE_REASON_MAX) : 0;
+    memcpy(h->close_reason, reason ? reason : "", n);
+    h->close_reason[n] = '\0';
     ws_handle_wake_locked(h);
     pthread_mutex_unlock(&h->mu);
     return WS_SUCCESS;
@@ -1259,7 +1300,8 @@ static void ws_send_close(ws_conn *s, unsigned code, const char *reason)
     if (!s->close_received) {
         s->closed_by_server = 1;
         s->close_code = code;
-        s->close_reason = apr_pstrdup(s->c->pool, reason ? reason : "");
+        s->close_reason = apr_pstrmemdup(s->c->pool, reason ? reason : "",
+                                         n > 2 ? n - 2 : 0);   /* as sent */
         s->close_deadline = apr_time_now() + WS_CLOSE_WAIT;
     }
     s->state = s->close_received ? WS_ST_DONE : WS_ST_CLOSING;
@@ -1288,6 +1330,7 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
         return WS_ETOOBIG;          /* never fits WebSocketMaxQueue: the plugin's error */
     }
     if ((apr_size_t)s->out_buffered + len > s->h->max_queue) {
+        ws_status_queue_drop();
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         return WS_EFULL;
     }
@@ -1377,7 +1420,6 @@ static void ws_api_log(ws_conn *s, int level, const char *fmt, ...)
  * backplane carries every publish to every child, this child included, so local and
  * remote subscribers see one order.
  */
-#define WS_CHANNEL_MAX 200
 #define WS_CHANNEL_BUCKETS 1024
 
 typedef struct ws_sub {
@@ -1416,24 +1458,13 @@ static ws_channel **ws_chan_slot(const char *name, size_t len)
     return pp;
 }
 
-static int ws_channel_name_ok(const char *channel)
-{
-    size_t len = channel ? strlen(channel) : 0;
-    return len > 0 && len <= WS_CHANNEL_MAX;
-}
-
-static int ws_api_subscribe(ws_conn *s, const char *channel)
+static int ws_subscribe_key(ws_conn *s, const char *channel, size_t len)
 {
     ws_channel **slot, *ch;
     ws_sub *sub;
-    size_t len;
-    if (!s || !ws_channel_name_ok(channel)) {
-        return WS_EINVAL;
-    }
     if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
         return WS_ECLOSED;
     }
-    len = strlen(channel);
     for (sub = s->subs; sub; sub = sub->conn_next) {
         if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
             return WS_SUCCESS;          /* already */
@@ -1491,14 +1522,9 @@ static void ws_sub_unlink_locked(ws_sub *sub)
     }
 }
 
-static int ws_api_unsubscribe(ws_conn *s, const char *channel)
+static int ws_unsubscribe_key(ws_conn *s, const char *channel, size_t len)
 {
     ws_sub **pp;
-    size_t len;
-    if (!s || !ws_channel_name_ok(channel)) {
-        return WS_EINVAL;
-    }
-    len = strlen(channel);
     for (pp = &s->subs; *pp; pp = &(*pp)->conn_next) {
         ws_sub *sub = *pp;
         if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
@@ -1512,6 +1538,35 @@ static int ws_api_unsubscribe(ws_conn *s, const char *channel)
         }
     }
     return WS_SUCCESS;
+}
+
+static int ws_api_subscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, NULL, channel) : 0;
+    return len ? ws_subscribe_key(s, key, len) : WS_EINVAL;
+}
+
+static int ws_api_unsubscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, NULL, channel) : 0;
+    return len ? ws_unsubscribe_key(s, key, len) : WS_EINVAL;
+}
+
+/* The same in the namespace of the connection's location. */
+static int ws_api_ns_subscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, s->inst->ns, channel) : 0;
+    return len ? ws_subscribe_key(s, key, len) : WS_EINVAL;
+}
+
+static int ws_api_ns_unsubscribe(ws_conn *s, const char *channel)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    size_t len = s ? ws_channel_key(key, s->inst->ns, channel) : 0;
+    return len ? ws_unsubscribe_key(s, key, len) : WS_EINVAL;
 }
 
 /* The connection is over: drop all its subscriptions. */
@@ -1581,22 +1636,56 @@ static void ws_deliver(void *baton, const char *channel, size_t channel_len, int
     }
 }
 
-static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
-                          int flags)
+static int ws_publish_key(const char *key, size_t klen, int type, const void *data,
+                          size_t len, int flags)
 {
     int opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
-    if (!ws_channel_name_ok(channel) || !ws_valid_send_args(type, data, len)) {
+    if (!klen || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
-    if (len > WS_PUBLISH_MAX - strlen(channel)) {
+    if (len > WS_PUBLISH_MAX - klen) {
         return WS_ETOOBIG;          /* the backplane ring takes no more */
     }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
-        ws_deliver(NULL, channel, strlen(channel), opcode, data, len);
+        ws_deliver(NULL, key, klen, opcode, data, len);
         return WS_SUCCESS;
     }
-    return ws_bp_publish(ws_backplane, channel, strlen(channel), opcode, data, len) == 0
+    return ws_bp_publish(ws_backplane, key, klen, opcode, data, len) == 0
            ? WS_SUCCESS : WS_ENOMEM;
+}
+
+static int ws_api_publish(const char *channel, int type, const void *data, size_t len,
+                          int flags)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    return ws_publish_key(key, ws_channel_key(key, NULL, channel), type, data, len, flags);
+}
+
+/* The namespace of the location whose plugin_data this is: NULL if none, or if two
+ * locations with different namespaces share that plugin_data. */
+static const char *ws_ns_of(const void *plugin_data)
+{
+    const char *ns = NULL;
+    int i;
+    for (i = 0; ws_sections && i < ws_sections->nelts; i++) {
+        const ws_instance *inst = APR_ARRAY_IDX(ws_sections, i, ws_dir_conf *)->inst;
+        if (inst && inst->plugin_data == plugin_data && inst->ns) {
+            if (ns && strcmp(ns, inst->ns) != 0) {
+                return NULL;
+            }
+            ns = inst->ns;
+        }
+    }
+    return ns;
+}
+
+static int ws_api_ns_publish(void *plugin_data, const char *channel, int type,
+                             const void *data, size_t len, int flags)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1];
+    const char *ns = ws_ns_of(plugin_data);
+    return ws_publish_key(key, ns ? ws_channel_key(key, ns, channel) : 0, type, data, len,
+                          flags);
 }
 
 /* What WebSocketMaxQueue bounds: queued messages plus frames the owner holds unsent
@@ -1644,6 +1733,9 @@ static const ws_api ws_the_api = {
     ws_api_unsubscribe,
     ws_api_publish,
     ws_api_log,
+    ws_api_ns_subscribe,
+    ws_api_ns_unsubscribe,
+    ws_api_ns_publish,
     ws_api_buffered_amount,
     ws_api_handle_buffered_amount,
 };
@@ -1836,6 +1928,12 @@ static apr_status_t ws_read_available(ws_conn *s, int *drained)
         ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
+    if (eos && s->c->master && !s->bytes_in) {
+        /* An HTTP/2 stream (RFC 8441): mod_http2 ends the upgrade request's body with
+         * an EOS on the first read (h2_c2.c), before any of the client's bytes.  Not
+         * the end of the stream: that comes as APR_EOF (or an abort) on a later read. */
+        return APR_SUCCESS;
+    }
     return eos ? APR_EOF : APR_EAGAIN;
 }
 
@@ -1969,9 +2067,11 @@ static apr_os_sock_t ws_conn_fd(conn_rec *c)
     if (pfd.desc_type == APR_POLL_SOCKET) {
         apr_os_sock_get(&fd, pfd.desc.s);
     }
-    else {
+    else if (pfd.desc_type == APR_POLL_FILE && pfd.desc.f) {
         apr_os_file_get(&fd, pfd.desc.f);
     }
+    /* else APR_NO_DESC: an h2 stream the client already ended (extended CONNECT with
+     * END_STREAM): no input will ever come. */
     return fd;
 }
 
@@ -2065,18 +2165,17 @@ static void ws_session_end(ws_conn *s)
     ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, s->c,
                   "WS00040: session end: plugin=%s driver=%s duration=%.3fs in=%"
                   APR_UINT64_T_FMT "msg/%" APR_UINT64_T_FMT "B out=%" APR_UINT64_T_FMT
-                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s",
+                  "msg/%" APR_UINT64_T_FMT "B close=%u closed_by=%s proto=%s",
                   s->inst->p.name, s->async ? "async" : "blocking",
                   (double)(apr_time_now() - s->start) / APR_USEC_PER_SEC,
                   s->msgs_in, s->bytes_in, s->msgs_out, s->bytes_out, s->close_code,
                   s->closed_by_server ? "server"
-                  : s->close_received ? "client" : "network");
+                  : s->close_received ? "client" : "network",
+                  !s->c->master ? "http/1.1"          /* RFC 8441: a stream of an h2 */
+                  : ap_ssl_conn_is_ssl(s->c->master) ? "h2" : "h2c");
     if (s->opened) {
-        if (ws_stats) {
-            apr_atomic_dec32(s->async ? &ws_stats->open_async : &ws_stats->open_blocking);
-            apr_atomic_add64(&ws_stats->msgs_in, s->msgs_in);
-            apr_atomic_add64(&ws_stats->msgs_out, s->msgs_out);
-        }
+        ws_status_session_end(s->async, s->close_code, s->msgs_in, s->bytes_in,
+                              s->msgs_out, s->bytes_out);
     }
     ws_unsubscribe_all(s);
     /* Only the limit: the connection's pool is about to be recycled (the event MPM
@@ -2494,7 +2593,17 @@ static int ws_origin_allowed(request_rec *r, const ws_dir_conf *conf, const char
     self = apr_psprintf(r->pool, "%s://%s:%u",
                         ap_ssl_conn_is_ssl(r->connection) ? "https" : "http",
                         ws_lower(r->pool, hostname), (unsigned)port);
-    return strcmp(norm, self) == 0;
+    if (strcmp(norm, self) != 0) {
+        return 0;
+    }
+    /* DNS rebinding: attacker.example resolved to this server gives Host and Origin
+     * attacker.example, equal but not ours (docs/security.md). */
+    if (conf->check_host && !ws_host_known(r, hostname)) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00035: Host '%s' is not a name "
+                      "of this virtual host (WebSocketCheckHost)", hostname);
+        return 0;
+    }
+    return 1;
 }
 
 /* 1 if the comma-separated list holds tok, compared without case.  (ap_find_token
@@ -2607,6 +2716,10 @@ static int ws_handler(request_rec *r)
     if (status != OK) {
         return status;
     }
+    /* An HTTP/2 stream holds an h2 worker for the session's life: within a cap. */
+    if (c->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
 
     s = apr_pcalloc(c->pool, sizeof(*s));
     s->c = c;
@@ -2664,10 +2777,7 @@ static int ws_handler(request_rec *r)
         }
     }
     s->opened = 1;
-    if (ws_stats) {
-        apr_atomic_inc32(s->async ? &ws_stats->open_async : &ws_stats->open_blocking);
-        apr_atomic_inc32(&ws_stats->opened);
-    }
+    ws_status_session_open(s->async);
 
     ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     apr_table_clear(r->headers_out);
@@ -2761,75 +2871,6 @@ static int ws_handler(request_rec *r)
 
 /* ---- module ------------------------------------------------------------------------ */
 
-static apr_status_t ws_stats_release(void *data)
-{
-    (void)data;
-    if (ws_stats) {
-        apr_atomic_set32(&ws_stats->pid, 0);
-        ws_stats = NULL;
-    }
-    return APR_SUCCESS;
-}
-
-/* Claim a counters slot: a free one, or one whose child died without clearing it. */
-static void ws_stats_claim(apr_pool_t *pchild)
-{
-    ws_stats_slot *slots;
-    apr_uint32_t me = (apr_uint32_t)getpid();
-    int i;
-    if (!ws_stats_shm) {
-        return;
-    }
-    slots = apr_shm_baseaddr_get(ws_stats_shm);
-    for (i = 0; i < ws_stats_nslots && !ws_stats; i++) {
-        apr_uint32_t owner = apr_atomic_read32(&slots[i].pid);
-        if ((owner == 0 || (kill((pid_t)owner, 0) != 0 && errno == ESRCH))
-            && apr_atomic_cas32(&slots[i].pid, me, owner) == owner) {
-            slots[i].open_async = slots[i].open_blocking = slots[i].opened = 0;
-            slots[i].msgs_in = slots[i].msgs_out = 0;
-            ws_stats = &slots[i];
-        }
-    }
-    apr_pool_cleanup_register(pchild, NULL, ws_stats_release, apr_pool_cleanup_null);
-}
-
-/* A section of /server-status: sessions by driver, over every child of this server. */
-static int ws_status_hook(request_rec *r, int flags)
-{
-    ws_stats_slot *slots, sum;
-    int i, children = 0;
-    if (!ws_stats_shm) {
-        return OK;
-    }
-    memset(&sum, 0, sizeof(sum));
-    slots = apr_shm_baseaddr_get(ws_stats_shm);
-    for (i = 0; i < ws_stats_nslots; i++) {
-        if (apr_atomic_read32(&slots[i].pid)) {
-            children++;
-            sum.open_async += apr_atomic_read32(&slots[i].open_async);
-            sum.open_blocking += apr_atomic_read32(&slots[i].open_blocking);
-            sum.opened += apr_atomic_read32(&slots[i].opened);
-            sum.msgs_in += apr_atomic_read64(&slots[i].msgs_in);
-            sum.msgs_out += apr_atomic_read64(&slots[i].msgs_out);
-        }
-    }
-    if (flags & AP_STATUS_SHORT) {
-        ap_rprintf(r, "WebSocketSessionsAsync: %u\nWebSocketSessionsBlocking: %u\n"
-                   "WebSocketSessionsOpened: %u\nWebSocketMessagesIn: %" APR_UINT64_T_FMT
-                   "\nWebSocketMessagesOut: %" APR_UINT64_T_FMT "\n",
-                   sum.open_async, sum.open_blocking, sum.opened, sum.msgs_in, sum.msgs_out);
-    }
-    else {
-        ap_rprintf(r, "<hr /><h2>mod_websocket</h2>\n<dl><dt>%u open sessions: %u async "
-                   "(parked or running on a worker), %u blocking (one thread each), in %d "
-                   "children</dt>\n<dt>%u sessions opened, %" APR_UINT64_T_FMT " messages in, %"
-                   APR_UINT64_T_FMT " out (closed sessions, since each child started)</dt></dl>\n",
-                   sum.open_async + sum.open_blocking, sum.open_async, sum.open_blocking,
-                   children, sum.opened, sum.msgs_in, sum.msgs_out);
-    }
-    return OK;
-}
-
 static void ws_child_init(apr_pool_t *pchild, server_rec *s)
 {
     sigset_t all, old;
@@ -2837,7 +2878,7 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
      * (16 MiB messages, inflate buffers), after which such blocks stay in the threads'
      * arenas: children grew to 1.1 GB under repeated 16 MiB compressed messages. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    ws_stats_claim(pchild);
+    ws_status_child_init(pchild);
     if (ws_backplane) {
         ws_bp_child_init(ws_backplane, pchild, ws_deliver, NULL);
     }
@@ -2850,6 +2891,16 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
     ws_child_init_drivers(pchild);
 }
 
+/* The backplane's part of /server-status (after ws_status's section): ring skips, Redis
+ * input.  Any worker thread. */
+static int ws_bp_status_hook(request_rec *r, int flags)
+{
+    if (ws_backplane) {
+        ws_bp_status(ws_backplane, r, flags & AP_STATUS_SHORT);
+    }
+    return OK;
+}
+
 static void ws_register_hooks(apr_pool_t *p)
 {
     (void)p;
@@ -2858,13 +2909,15 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_test_config(ws_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ws_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_h2_register_hooks();
     /* First: a WebSocket location answers before mod_dir or the default handler. */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
     /* Really first: claim our own parked connections before mod_http2's hook peeks at
      * them (it reads speculatively on connections it has not seen). */
     ap_hook_process_connection(ws_process_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_pre_close_connection(ws_pre_close_connection, NULL, NULL, APR_HOOK_FIRST);
-    APR_OPTIONAL_HOOK(ap, status_hook, ws_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_status_register_hooks();
+    APR_OPTIONAL_HOOK(ap, status_hook, ws_bp_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ws_handoff_filter_handle = ap_register_input_filter("WEBSOCKET_HANDOFF",
                                                         ws_handoff_filter, NULL,
                                                         AP_FTYPE_CONNECTION);

@@ -2,13 +2,14 @@
  * ws_backplane.c - see ws_backplane.h.
  *
  * Embedded backplane: one ring buffer in anonymous shared memory, made by the parent
- * for each configuration generation and inherited by its children.  A publisher appends
- * an entry under a process-shared robust mutex (a child that dies holding it cannot
- * wedge the others), advances `head`, bumps a futex word and wakes the readers.  Each
- * child has one reader thread that follows `head` with its own offset, copies each
- * entry out and hands it to the delivery function.  Readers never block publishers: a
- * reader that falls more than a ring behind loses the overwritten entries (logged) and
- * jumps ahead; that is the documented price of a stalled child.  All children see all
+ * for each configuration generation and inherited by its children (the ring itself:
+ * src/ws_ring.c).  A publisher reserves, writes and commits an entry under a
+ * process-shared robust mutex, bumps a futex word and wakes the readers.  Each child
+ * has one reader thread that follows the ring with its own offset, copies each committed
+ * and valid entry out and hands it to the delivery function; what it skips (lapped,
+ * invalid, torn by a dead publisher) is counted in shared memory and logged.  Readers
+ * never block publishers: a reader that falls more than a ring behind loses the
+ * overwritten entries and jumps ahead; that is the documented price of a stalled child.  All children see all
  * messages in one global order, so per-publisher order holds.
  *
  * Redis backplane: with a URL, each child keeps one connection that PUBLISHes (fed by a
@@ -21,6 +22,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,30 +37,19 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "http_main.h"
+#include "http_protocol.h"
 #include "apr_shm.h"
 #include "apr_strings.h"
 #include "apr_thread_proc.h"
 #include "apr_uri.h"
 
 #include "ws_backplane.h"
+#include "ws_status.h"
+#include "ws_channel.h"
+#include "ws_redis_tls.h"
+#include "ws_ring.h"
 
 APLOG_USE_MODULE(websocket);
-
-typedef struct ws_ring {
-    pthread_mutex_t mu;           /* process-shared, robust */
-    volatile uint64_t head;       /* bytes ever written; entries end here */
-    volatile uint32_t futex;      /* bumped after each publish */
-    uint32_t size;                /* of data[], a power of two */
-    unsigned char data[];
-} ws_ring;
-
-/* Entry header in the ring; channel and payload follow, the whole padded to 8. */
-typedef struct ws_ring_entry {
-    uint32_t total;
-    uint32_t channel_len;
-    uint32_t len;
-    uint32_t opcode;
-} ws_ring_entry;
 
 typedef struct ws_bp_msg {
     struct ws_bp_msg *next;
@@ -70,9 +61,15 @@ typedef struct ws_bp_msg {
 struct ws_bp {
     apr_shm_t *shm;
     ws_ring *ring;
+    struct ws_bp_shared *shared;  /* counters, before the ring in the same memory */
     /* Redis */
     const char *redis_host;
     int redis_port;
+    const char *redis_user;       /* AUTH [user] password, from the URL */
+    const char *redis_pass;
+    int redis_tls;                /* rediss:// */
+    const char *redis_cafile;     /* rediss://...?cacert=FILE, or NULL: the system's */
+    int tls_warned;               /* a TLS failure was logged at warning level */
     const char *prefix;
     /* per child */
     ws_bp_deliver_fn deliver;
@@ -94,119 +91,94 @@ static long ws_futex(volatile uint32_t *addr, int op, uint32_t val, const struct
     return syscall(SYS_futex, addr, op, val, t, NULL, 0);
 }
 
-static int ws_ring_lock(ws_ring *r)
+/* Counters over every child, in the shared memory before the ring (server-status). */
+struct ws_bp_shared {
+    uint64_t ring_lost_bytes, ring_overruns, ring_invalid, ring_torn;
+    uint64_t redis_in, redis_dropped;
+};
+
+static void ws_count(uint64_t *c, uint64_t n)
 {
-    int rv = pthread_mutex_lock(&r->mu);
-    if (rv == EOWNERDEAD) {
-        /* A child died holding the lock: head was not advanced, so the ring is whole. */
-        pthread_mutex_consistent(&r->mu);
-        rv = 0;
+    if (n) {
+        __atomic_add_fetch(c, n, __ATOMIC_RELAXED);
     }
-    return rv;
 }
 
-static void ws_ring_copy_in(ws_ring *r, uint64_t at, const void *src, size_t n)
+/* Move what the reader skipped since last time into the shared counters, and log it. */
+static void ws_ring_note_skips(ws_bp *bp, ws_ring_reader *rd, ws_ring_reader *seen)
 {
-    size_t off = (size_t)(at & (r->size - 1)), first = r->size - off;
-    if (first > n) {
-        first = n;
+    if (rd->overruns != seen->overruns) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "WS00050: backplane "
+                     "reader fell behind the ring: %" APR_UINT64_T_FMT " bytes of messages "
+                     "lost in this child", rd->lost_bytes - seen->lost_bytes);
+        ws_status_bp_overrun();
     }
-    memcpy(r->data + off, src, first);
-    memcpy(r->data, (const char *)src + first, n - first);
+    if (rd->invalid != seen->invalid || rd->torn != seen->torn) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "WS00053: backplane "
+                     "ring: skipped %" APR_UINT64_T_FMT " invalid and %" APR_UINT64_T_FMT
+                     " torn entries (a child died while publishing?)",
+                     rd->invalid - seen->invalid, rd->torn - seen->torn);
+    }
+    ws_count(&bp->shared->ring_lost_bytes, rd->lost_bytes - seen->lost_bytes);
+    ws_count(&bp->shared->ring_overruns, rd->overruns - seen->overruns);
+    ws_count(&bp->shared->ring_invalid, rd->invalid - seen->invalid);
+    ws_count(&bp->shared->ring_torn, rd->torn - seen->torn);
+    seen->lost_bytes = rd->lost_bytes;
+    seen->overruns = rd->overruns;
+    seen->invalid = rd->invalid;
+    seen->torn = rd->torn;
 }
 
-static void ws_ring_copy_out(const ws_ring *r, uint64_t at, void *dst, size_t n)
-{
-    size_t off = (size_t)(at & (r->size - 1)), first = r->size - off;
-    if (first > n) {
-        first = n;
-    }
-    memcpy(dst, r->data + off, first);
-    memcpy((char *)dst + first, r->data, n - first);
-}
-
-static int ws_ring_publish(ws_ring *r, const char *channel, size_t channel_len, int opcode,
-                           const void *data, size_t len)
-{
-    ws_ring_entry e;
-    size_t total = (sizeof(e) + channel_len + len + 7) & ~(size_t)7;
-    uint64_t at;
-
-    if (total > r->size / 2) {
-        return -1;
-    }
-    e.total = (uint32_t)total;
-    e.channel_len = (uint32_t)channel_len;
-    e.len = (uint32_t)len;
-    e.opcode = (uint32_t)opcode;
-    if (ws_ring_lock(r) != 0) {
-        return -1;
-    }
-    at = r->head;
-    ws_ring_copy_in(r, at, &e, sizeof(e));
-    ws_ring_copy_in(r, at + sizeof(e), channel, channel_len);
-    ws_ring_copy_in(r, at + sizeof(e) + channel_len, data, len);
-    __atomic_store_n(&r->head, at + total, __ATOMIC_RELEASE);
-    __atomic_add_fetch(&r->futex, 1, __ATOMIC_RELEASE);
-    pthread_mutex_unlock(&r->mu);
-    ws_futex(&r->futex, FUTEX_WAKE, INT_MAX, NULL);
-    return 0;
-}
-
-/* The reader thread of one child: follow head, copy entries out, deliver. */
-static void *APR_THREAD_FUNC ws_ring_reader(apr_thread_t *t, void *data)
+/* The reader thread of one child: follow the ring, deliver each valid message. */
+static void *APR_THREAD_FUNC ws_ring_reader_thread(apr_thread_t *t, void *data)
 {
     ws_bp *bp = data;
     ws_ring *r = bp->ring;
-    uint64_t off = bp->start;     /* taken in child_init: nothing published after the
+    ws_ring_reader rd, seen;
+    int busy = 0;
+
+    ws_ring_reader_init(&rd, r);
+    rd.off = bp->start;           /* taken in child_init: nothing published after the
                                    * child could serve a connection is missed */
-    size_t cap = 64 * 1024;
-    unsigned char *buf = malloc(cap);
-
-    while (!bp->stop && buf) {
+    seen = rd;
+    while (!bp->stop) {
         uint32_t f = __atomic_load_n(&r->futex, __ATOMIC_ACQUIRE);
-        uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-        ws_ring_entry e;
-
-        if (off == head) {
+        ws_ring_msg m;
+        int rv = ws_ring_read(r, &rd, &m);
+        ws_ring_note_skips(bp, &rd, &seen);
+        if (rv == WS_RING_MSG) {
+            busy = 0;
+            bp->deliver(bp->baton, m.channel, m.channel_len, m.opcode, m.data, m.len);
+        }
+        else if (rv == WS_RING_BUSY) {
+            /* A publisher is copying; after a while, wait for its lock (which also
+             * repairs the entry if that publisher died). */
+            if (++busy < 200) {
+                sched_yield();
+            }
+            else {
+                ws_ring_unstick(r);
+                busy = 0;
+            }
+        }
+        else {
             struct timespec ts = { 0, 200 * 1000 * 1000 };   /* to notice bp->stop */
             ws_futex(&r->futex, FUTEX_WAIT, f, &ts);
-            continue;
-        }
-        if (head - off > r->size) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "WS00050: backplane "
-                         "reader fell %" APR_UINT64_T_FMT " bytes behind the ring: messages "
-                         "lost in this child", head - off - r->size);
-            off = head;
-            continue;
-        }
-        ws_ring_copy_out(r, off, &e, sizeof(e));
-        if (e.total > cap) {
-            unsigned char *bigger = realloc(buf, e.total);
-            if (!bigger) {
-                off += e.total;
-                continue;
-            }
-            buf = bigger;
-            cap = e.total;
-        }
-        ws_ring_copy_out(r, off + sizeof(e), buf, e.channel_len + e.len);
-        /* Overwritten while we copied?  Then what we have is garbage: skip ahead. */
-        if (__atomic_load_n(&r->head, __ATOMIC_ACQUIRE) - off > r->size) {
-            continue;
-        }
-        off += e.total;
-        bp->deliver(bp->baton, (const char *)buf, e.channel_len, (int)e.opcode,
-                    buf + e.channel_len, e.len);
-        if (cap > 1024 * 1024) {
-            free(buf);
-            cap = 64 * 1024;
-            buf = malloc(cap);
         }
     }
-    free(buf);
+    ws_ring_reader_free(&rd);
     apr_thread_exit(t, APR_SUCCESS);
     return NULL;
+}
+
+static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
+                        const void *data, size_t len)
+{
+    if (ws_ring_publish(bp->ring, channel, channel_len, opcode, data, len) != 0) {
+        return -1;
+    }
+    ws_futex(&bp->ring->futex, FUTEX_WAKE, INT_MAX, NULL);
+    return 0;
 }
 
 /* ---- Redis ------------------------------------------------------------------------ */
@@ -214,12 +186,41 @@ static void *APR_THREAD_FUNC ws_ring_reader(apr_thread_t *t, void *data)
 static redisContext *ws_redis_connect(ws_bp *bp, int sub)
 {
     struct timeval tv = { 2, 0 };
-    redisContext *c = redisConnectWithTimeout(bp->redis_host, bp->redis_port, tv);
+    char why[200];
+    redisContext *c = bp->redis_tls
+        ? ws_redis_tls_connect(bp->redis_host, bp->redis_port, bp->redis_cafile, tv, why,
+                               sizeof(why))
+        : redisConnectWithTimeout(bp->redis_host, bp->redis_port, tv);
     if (!c || c->err) {
         if (c) {
             redisFree(c);
         }
+        else if (bp->redis_tls) {
+            /* Why, once at warning level (then at debug: retries come every 5 s). */
+            int first = !__atomic_exchange_n(&bp->tls_warned, 1, __ATOMIC_RELAXED);
+            ap_log_error(APLOG_MARK, first ? APLOG_WARNING : APLOG_DEBUG, 0,
+                         ap_server_conf, "WS00056: redis backplane: rediss://%s:%d: %s",
+                         bp->redis_host, bp->redis_port, why);
+        }
         return NULL;
+    }
+    if (bp->redis_pass) {
+        redisReply *reply = bp->redis_user
+            ? redisCommand(c, "AUTH %s %s", bp->redis_user, bp->redis_pass)
+            : redisCommand(c, "AUTH %s", bp->redis_pass);
+        int ok = reply && reply->type != REDIS_REPLY_ERROR;
+        if (!ok) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "WS00054: redis "
+                         "backplane: AUTH at %s:%d failed: %s", bp->redis_host,
+                         bp->redis_port, reply ? reply->str : c->errstr);
+        }
+        if (reply) {
+            freeReplyObject(reply);
+        }
+        if (!ok) {
+            redisFree(c);
+            return NULL;
+        }
     }
     if (sub) {
         /* Wake up every second to notice bp->stop. */
@@ -245,6 +246,7 @@ static void ws_redis_state(ws_bp *bp, volatile int *flag, int up, const char *wh
         return;
     }
     *flag = up;
+    ws_status_bp_redis(flag == &bp->redis_sub_up, up);
     if (up) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf, "WS00051: redis backplane "
                      "%s connection to %s:%d (re)established", what, bp->redis_host,
@@ -269,10 +271,44 @@ static void ws_backoff_sleep(ws_bp *bp, apr_interval_time_t *delay)
     *delay = *delay * 2 > apr_time_from_sec(5) ? apr_time_from_sec(5) : *delay * 2;
 }
 
+/* A message from Redis is checked like a client's frame before anyone sees it:
+ * ["pmessage", pattern, PREFIX + channel key, opcode byte + payload]; the key valid
+ * (ws_channel.h), the opcode text or binary, text UTF-8, the size within the ring's
+ * limit.  Anything else is dropped and counted. */
+static void ws_redis_incoming(ws_bp *bp, redisReply *reply)
+{
+    size_t plen = strlen(bp->prefix);
+    redisReply *ch, *pl;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || strcmp(reply->element[0]->str, "pmessage") != 0) {
+        return;                   /* not a message (a subscribe confirmation) */
+    }
+    ch = reply->element[2];
+    pl = reply->element[3];
+    ws_count(&bp->shared->redis_in, 1);
+    if (ch->type != REDIS_REPLY_STRING || pl->type != REDIS_REPLY_STRING
+        || ch->len < plen || pl->len < 1
+        || !ws_channel_key_valid(ch->str + plen, ch->len - plen)
+        || !ws_channel_message_valid((unsigned char)pl->str[0],
+                                     (const unsigned char *)pl->str + 1, pl->len - 1,
+                                     ws_ring_max_message(bp->ring))) {
+        ws_count(&bp->shared->redis_dropped, 1);
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf, "WS00055: redis "
+                     "backplane: dropped an invalid message (%lu bytes) on channel "
+                     "'%.*s': bad channel name, opcode, UTF-8 or size", (unsigned long)
+                     (pl->type == REDIS_REPLY_STRING ? pl->len : 0),
+                     ch->type == REDIS_REPLY_STRING && ch->len < 300 ? (int)ch->len : 0,
+                     ch->type == REDIS_REPLY_STRING ? ch->str : "");
+        return;
+    }
+    bp->deliver(bp->baton, ch->str + plen, ch->len - plen, (unsigned char)pl->str[0],
+                (const unsigned char *)pl->str + 1, pl->len - 1);
+}
+
 static void *APR_THREAD_FUNC ws_redis_subscriber(apr_thread_t *t, void *data)
 {
     ws_bp *bp = data;
-    size_t plen = strlen(bp->prefix);
     apr_interval_time_t delay = apr_time_from_msec(100);
 
     while (!bp->stop) {
@@ -293,14 +329,7 @@ static void *APR_THREAD_FUNC ws_redis_subscriber(apr_thread_t *t, void *data)
                 }
                 break;
             }
-            /* ["pmessage", pattern, channel, payload]; payload: opcode byte + data */
-            if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4
-                && reply->element[2]->len >= plen && reply->element[3]->len >= 1) {
-                redisReply *ch = reply->element[2], *pl = reply->element[3];
-                bp->deliver(bp->baton, ch->str + plen, ch->len - plen,
-                            (unsigned char)pl->str[0], (const unsigned char *)pl->str + 1,
-                            pl->len - 1);
-            }
+            ws_redis_incoming(bp, reply);
             if (reply) {
                 freeReplyObject(reply);
             }
@@ -386,8 +415,8 @@ static void *APR_THREAD_FUNC ws_redis_publisher(apr_thread_t *t, void *data)
                     redisFree(c);
                 }
                 c = NULL;
-                ws_ring_publish(bp->ring, m->buf, m->channel_len, m->opcode,
-                                m->buf + m->channel_len, m->len);
+                ws_ring_send(bp, m->buf, m->channel_len, m->opcode,
+                             m->buf + m->channel_len, m->len);
             }
             else {
                 freeReplyObject(reply);
@@ -404,38 +433,92 @@ static void *APR_THREAD_FUNC ws_redis_publisher(apr_thread_t *t, void *data)
 
 /* ---- public ----------------------------------------------------------------------- */
 
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX] into bp.  Returns an error or NULL. */
+static const char *ws_redis_url(ws_bp *bp, apr_pool_t *pconf, const char *redis_url)
+{
+    apr_uri_t u;
+    if (apr_uri_parse(pconf, redis_url, &u) != APR_SUCCESS || !u.scheme || !u.hostname) {
+        return apr_psprintf(pconf, "WebSocketBackplane: '%s' is not "
+                            "redis://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]", redis_url);
+    }
+    bp->redis_tls = strcasecmp(u.scheme, "rediss") == 0;
+    if (u.query) {
+        if (!bp->redis_tls || strncmp(u.query, "cacert=", 7) != 0 || !u.query[7]) {
+            return "WebSocketBackplane: the only URL parameter is rediss://...?cacert=FILE";
+        }
+        bp->redis_cafile = ap_server_root_relative(pconf, u.query + 7);
+    }
+    if (!bp->redis_tls && strcasecmp(u.scheme, "redis") != 0) {
+        return apr_psprintf(pconf, "WebSocketBackplane: '%s' is not a redis:// URL",
+                            redis_url);
+    }
+    bp->redis_host = u.hostname;
+    bp->redis_port = u.port ? u.port : bp->redis_tls ? 6380 : 6379;
+    bp->prefix = (u.path && u.path[0] == '/' && u.path[1])
+                 ? apr_pstrcat(pconf, u.path + 1, ":", NULL) : "ws:";
+    if (u.password) {
+        char *pass = apr_pstrdup(pconf, u.password), *user = apr_pstrdup(pconf, u.user);
+        if (ap_unescape_url(pass) != OK || (user && ap_unescape_url(user) != OK)) {
+            return "WebSocketBackplane: bad percent-encoding in the Redis user or password";
+        }
+        bp->redis_pass = pass;
+        bp->redis_user = user && *user ? user : NULL;   /* redis://:PASSWORD@HOST */
+    }
+    else if (u.user && *u.user) {
+        return "WebSocketBackplane: a Redis user needs a password (redis://USER:PASSWORD@HOST)";
+    }
+    return NULL;
+}
+
 ws_bp *ws_bp_create(apr_pool_t *pconf, const char *redis_url, const char **err)
 {
     ws_bp *bp = apr_pcalloc(pconf, sizeof(*bp));
-    pthread_mutexattr_t attr;
+    size_t head = (sizeof(struct ws_bp_shared) + 63) & ~(size_t)63;
 
-    if (redis_url) {
-        apr_uri_t u;
-        if (apr_uri_parse(pconf, redis_url, &u) != APR_SUCCESS || !u.scheme
-            || strcasecmp(u.scheme, "redis") != 0 || !u.hostname) {
-            *err = apr_psprintf(pconf, "WebSocketBackplane: '%s' is not "
-                                "redis://HOST[:PORT][/PREFIX]", redis_url);
-            return NULL;
-        }
-        bp->redis_host = u.hostname;
-        bp->redis_port = u.port ? u.port : 6379;
-        bp->prefix = (u.path && u.path[0] == '/' && u.path[1])
-                     ? apr_pstrcat(pconf, u.path + 1, ":", NULL) : "ws:";
+    if (redis_url && (*err = ws_redis_url(bp, pconf, redis_url)) != NULL) {
+        return NULL;
     }
-    if (apr_shm_create(&bp->shm, sizeof(ws_ring) + WS_BP_RING_SIZE, NULL, pconf)
+    if (apr_shm_create(&bp->shm, head + ws_ring_bytes(WS_BP_RING_SIZE), NULL, pconf)
         != APR_SUCCESS) {
         *err = "WebSocketBackplane: cannot create the shared memory ring";
         return NULL;
     }
-    bp->ring = apr_shm_baseaddr_get(bp->shm);
-    memset(bp->ring, 0, sizeof(ws_ring));
-    bp->ring->size = WS_BP_RING_SIZE;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&bp->ring->mu, &attr);
-    pthread_mutexattr_destroy(&attr);
+    bp->shared = apr_shm_baseaddr_get(bp->shm);
+    memset(bp->shared, 0, sizeof(*bp->shared));
+    bp->ring = (ws_ring *)(void *)((char *)bp->shared + head);
+    if (ws_ring_init(bp->ring, WS_BP_RING_SIZE, 1) != 0) {
+        *err = "WebSocketBackplane: cannot initialize the shared memory ring";
+        return NULL;
+    }
     return bp;
+}
+
+void ws_bp_status(ws_bp *bp, request_rec *r, int short_form)
+{
+    struct ws_bp_shared *sh = bp->shared;
+    uint64_t v[6];
+    v[0] = __atomic_load_n(&sh->ring_overruns, __ATOMIC_RELAXED);
+    v[1] = __atomic_load_n(&sh->ring_lost_bytes, __ATOMIC_RELAXED);
+    v[2] = __atomic_load_n(&sh->ring_invalid, __ATOMIC_RELAXED);
+    v[3] = __atomic_load_n(&sh->ring_torn, __ATOMIC_RELAXED);
+    v[4] = __atomic_load_n(&sh->redis_in, __ATOMIC_RELAXED);
+    v[5] = __atomic_load_n(&sh->redis_dropped, __ATOMIC_RELAXED);
+    if (short_form) {
+        ap_rprintf(r, "WebSocketBackplaneRingOverruns: %" APR_UINT64_T_FMT "\n"
+                   "WebSocketBackplaneRingLostBytes: %" APR_UINT64_T_FMT "\n"
+                   "WebSocketBackplaneRingInvalid: %" APR_UINT64_T_FMT "\n"
+                   "WebSocketBackplaneRingTorn: %" APR_UINT64_T_FMT "\n"
+                   "WebSocketBackplaneRedisIn: %" APR_UINT64_T_FMT "\n"
+                   "WebSocketBackplaneRedisDropped: %" APR_UINT64_T_FMT "\n",
+                   v[0], v[1], v[2], v[3], v[4], v[5]);
+    }
+    else {
+        ap_rprintf(r, "<dl><dt>backplane ring: %" APR_UINT64_T_FMT " overruns (%"
+                   APR_UINT64_T_FMT " bytes of messages lost), %" APR_UINT64_T_FMT
+                   " invalid and %" APR_UINT64_T_FMT " torn entries skipped</dt>\n"
+                   "<dt>redis: %" APR_UINT64_T_FMT " messages in, %" APR_UINT64_T_FMT
+                   " invalid ones dropped</dt></dl>\n", v[0], v[1], v[2], v[3], v[4], v[5]);
+    }
 }
 
 static apr_status_t ws_bp_child_stop(void *data)
@@ -476,7 +559,7 @@ void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *
     /* Signals belong to the MPM's threads (see the housekeeper in mod_websocket.c). */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    apr_thread_create(&bp->reader, NULL, ws_ring_reader, bp, pchild);
+    apr_thread_create(&bp->reader, NULL, ws_ring_reader_thread, bp, pchild);
     if (bp->redis_host) {
         apr_thread_create(&bp->redis_sub, NULL, ws_redis_subscriber, bp, pchild);
         apr_thread_create(&bp->redis_pub, NULL, ws_redis_publisher, bp, pchild);
@@ -490,8 +573,11 @@ int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode
                   const void *data, size_t len)
 {
     ws_bp_msg *m;
+    if (channel_len + len > ws_ring_max_message(bp->ring)) {
+        return -1;                /* one limit whichever way it travels */
+    }
     if (!bp->redis_host || !bp->redis_pub_up || !bp->redis_sub_up) {
-        return ws_ring_publish(bp->ring, channel, channel_len, opcode, data, len);
+        return ws_ring_send(bp, channel, channel_len, opcode, data, len);
     }
     m = malloc(sizeof(*m) + channel_len + len);
     if (!m) {

@@ -1,7 +1,10 @@
 /*
  * ws_backplane.h - carries published channel messages to every child process of this
- * httpd (embedded: a ring in shared memory made by the parent) and, with
- * `WebSocketBackplane redis://HOST:PORT[/PREFIX]`, to every server sharing a Redis.
+ * httpd (embedded: a ring in shared memory made by the parent, src/ws_ring.c) and, with
+ * `WebSocketBackplane redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/PREFIX]`, to every
+ * server sharing a Redis (rediss: TLS, src/ws_redis_tls.c).  What comes from Redis is
+ * validated like a client's frame (and the channel key like a plugin's, src/ws_channel.h)
+ * before delivery; bad messages are dropped and counted.
  *
  * The backplane knows nothing of connections: each child hands it a delivery function,
  * which its reader threads call for every message, in order, on one thread per source
@@ -29,6 +32,9 @@ ws_bp *ws_bp_create(apr_pool_t *pconf, const char *redis_url, const char **err);
 /* In each child: start the reader thread (and the Redis threads); stopped and joined
  * by a pchild cleanup. */
 void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *baton);
+
+/* A part of /server-status: the skip and drop counters over every child. */
+void ws_bp_status(ws_bp *bp, request_rec *r, int short_form);
 
 /* Any thread: publish to every child (and every server with Redis).  Returns 0, or -1
  * if the message is too large for the ring or memory ran out. */

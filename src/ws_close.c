@@ -42,6 +42,19 @@ int ws_close_parse(const uint8_t *p, size_t len, unsigned *code,
     return WS_OK;
 }
 
+size_t ws_close_reason_cut(const char *reason, size_t len, size_t max)
+{
+    size_t n = len;
+    if (n > max) {
+        /* Cut before a continuation byte (10xxxxxx) would split a character, so the
+         * cut reason stays valid UTF-8 (RFC 6455 5.5.1). */
+        n = max;
+        while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return n;
+}
+
 size_t ws_close_build(uint8_t *out, unsigned code, const char *reason, size_t reason_len)
 {
     size_t n = reason_len;
@@ -52,13 +65,7 @@ size_t ws_close_build(uint8_t *out, unsigned code, const char *reason, size_t re
         return 0;
     out[0] = (uint8_t)(code >> 8);
     out[1] = (uint8_t)code;
-    if (n > WS_REASON_MAX) {
-        /* Cut before a continuation byte (10xxxxxx) would split a character, so the
-         * cut reason stays valid UTF-8 (RFC 6455 5.5.1). */
-        n = WS_REASON_MAX;
-        while (n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80)
-            n--;
-    }
+    n = ws_close_reason_cut(reason, n, WS_REASON_MAX);
     if (n)
         memcpy(out + 2, reason, n);
     return 2 + n;

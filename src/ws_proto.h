@@ -65,6 +65,12 @@ int ws_close_code_valid(unsigned code);
 int ws_close_parse(const uint8_t *p, size_t len, unsigned *code,
                    const char **reason, size_t *reason_len);
 
+/* The length of reason (len bytes of valid UTF-8) cut to at most max bytes at a
+ * character boundary, so that the cut reason is valid UTF-8 too.  Every path that
+ * sends or reports a close reason cuts it with this (123 bytes on the wire). */
+#define WS_CLOSE_REASON_MAX 123
+size_t ws_close_reason_cut(const char *reason, size_t len, size_t max);
+
 /* Build a close payload into out (at least 125 bytes): 2-byte code then reason,
  * the reason cut to 123 bytes at a UTF-8 character boundary.  code 0 or 1005
  * builds an empty payload.  Returns the payload length. */

@@ -28,9 +28,10 @@ const MIB = 1024 * 1024;
 const STEP_TIMEOUT = 15000;
 const BIG_TIMEOUT = 90000;
 
+// the page connects beside itself: /echo for /, /websocket-demo/echo for /websocket-demo/
 const expectedLocation = (() => {
-  const u = new URL(pageUrl);
-  return `${u.protocol === 'https:' ? 'wss:' : 'ws:'}//${u.host}/echo`;
+  const u = new URL('echo', pageUrl);
+  return `${u.protocol === 'https:' ? 'wss:' : 'ws:'}//${u.host}${u.pathname}`;
 })();
 
 let step = 'start';

@@ -11,12 +11,14 @@ LOCATIONS = [
     {"path": "/two", "plugin": "echo",
      "allowed_origins": ["https://good.example", "http://other.example:8080"]},
     {"path": "/any", "plugin": "echo", "allowed_origins": "*"},
+    {"path": "/relaxed", "plugin": "echo", "extra": "WebSocketCheckHost off"},
 ]
 
 
 @pytest.fixture(scope="module")
 def server(httpd_factory):
-    return httpd_factory(mpm="event", tls=True, locations=LOCATIONS)
+    return httpd_factory(mpm="event", tls=True, locations=LOCATIONS,
+                         extra_vhost="ServerAlias chat.example *.wild.example")
 
 
 def status(server, transport, path, origin):
@@ -107,3 +109,39 @@ def test_allowed_origin_then_echo(server, transport):
                     headers={"Origin": "https://good.example"}) as ws:
         ws.send_text("from good")
         assert ws.recv_message() == (OP_TEXT, b"from good")
+
+
+def host_status(server, transport, path, host):
+    """An upgrade whose Host and Origin both name `host` (as a page of that origin
+    sends it): same origin by the headers alone."""
+    port = server.port_for(transport)
+    scheme = "https" if transport == "wss" else "http"
+    headers = {"Host": f"{host}:{port}", "Origin": f"{scheme}://{host}:{port}"}
+    resp, _ = upgrade_request(server, transport, path, headers=headers)
+    return resp.status
+
+
+@pytest.mark.parametrize("path", ["/echo", "/good"])
+def test_dns_rebinding_refused(server, transport, path):
+    """attacker.example resolving to this server: Host and Origin agree, but the Host is
+    not a name of this virtual host (WebSocketCheckHost on by default)."""
+    server.mark_log()
+    assert host_status(server, transport, path, "attacker.example") == 403
+    server.wait_for_log(r"WS00035: Host 'attacker.example' is not a name")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "chat.example", "CHAT.example",
+                                  "a.wild.example"])
+def test_own_names_allowed(server, transport, host):
+    """ServerName, ServerAlias (and wildcards), the address connected to, and localhost
+    over loopback."""
+    assert host_status(server, transport, "/echo", host) == 101
+
+
+def test_check_host_off_allows_rebinding(server, transport):
+    assert host_status(server, transport, "/relaxed", "attacker.example") == 101
+    # the origin must still equal the Host
+    port = server.port_for(transport)
+    resp, _ = upgrade_request(server, transport, "/relaxed", headers={
+        "Host": f"attacker.example:{port}", "Origin": "http://evil.example"})
+    assert resp.status == 403

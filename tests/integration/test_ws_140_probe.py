@@ -136,6 +136,21 @@ def test_server_close_raw(server, transport):
         assert (code, reason) == (4123, b"raw reason")
 
 
+@pytest.mark.parametrize("cmd", ["hclose", "close"])
+def test_long_multibyte_close_reason_cut_at_character(server, cmd):
+    """A 200-byte reason ("aa" + 99 two-byte characters), from a plugin thread
+    (handle_close) or the I/O thread (close): cut to 122 bytes, not inside a character
+    at 123 (through handle_close it used to end in a lone 0xc3)."""
+    reason = "aa" + "\u00e9" * 99
+    with RawWS.open(server, "ws", "/probe") as ws:
+        ws.recv_message()
+        ws.send_text(f"{cmd}:4000:{reason}")
+        code, got = ws.expect_close()
+        assert code == 4000
+        assert got == reason.encode()[:122], got       # "aa" + 60 whole characters
+        got.decode("utf-8")
+
+
 def test_on_message_error_1011(server, transport):
     async def go():
         async with connect(server, transport, "/probe") as ws:

@@ -29,10 +29,11 @@ PREFIX = "testprefix"
 
 
 class Redis:
-    def __init__(self, directory):
+    def __init__(self, directory, args=()):
         self.dir = directory
         self.port = None
         self.proc = None
+        self.args = list(args)           # more redis-server options (--requirepass)
 
     def start(self, port=None):
         """Start redis-server (on `port`, or a free one); return once it answers PING."""
@@ -43,7 +44,7 @@ class Redis:
             log = open(os.path.join(self.dir, f"redis-{self.port}.log"), "ab")
             self.proc = subprocess.Popen(
                 [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", self.dir],
+                 "--save", "", "--appendonly", "no", "--dir", self.dir] + self.args,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
             log.close()
@@ -61,7 +62,7 @@ class Redis:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return True
             except OSError:
                 time.sleep(0.02)      # not listening yet: try again shortly

@@ -23,6 +23,14 @@ LOCATIONS = [
     ("/chat", "chat"),
     {"path": "/hall", "plugin": "chat",
      "settings": [("default_room", "hall"), ("max_text", "10")]},
+    # no refill to speak of: a burst of 3 and then nothing
+    {"path": "/slow", "plugin": "chat", "settings": [("rate", "0.001"), ("burst", "3")]},
+    {"path": "/big", "plugin": "chat", "settings": [("max_text", "1000000")]},
+    # channel namespaces: separate by default, shared when configured
+    ("/staff-chat", "chat"),
+    ("/public-chat", "chat"),
+    {"path": "/shared-a", "plugin": "chat", "extra": "WebSocketChannelNamespace team-chat"},
+    {"path": "/shared-b", "plugin": "chat", "extra": "WebSocketChannelNamespace team-chat"},
 ]
 KEYS = {"type", "from", "text", "ts"}
 GUEST = re.compile(r"^guest-\d{4}$")
@@ -232,6 +240,103 @@ def test_settings_default_room_and_max_text(server, transport):
             await a.expect("message", a.name, "0123456789")
             await a.say("0123456789+")
             await a.expect("error", text="a message has at most 10 bytes")
+
+    run(go())
+
+
+def test_taken_name_refused(server):
+    """No impersonation: a name in use in a room (any case) is refused, at connect time
+    and by "name:"; it is free again once its owner has left."""
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            alice = await join(stack, server, "ws", "/chat/uniq?name=alice")
+            ws = await stack.enter_async_context(connect(server, "ws", "/chat/uniq?name=Alice"))
+            imp = Chat(ws)
+            err = await imp.expect("error")
+            assert "taken" in err["text"], err
+            welcome = await imp.expect("welcome")
+            assert GUEST.match(welcome["from"]), welcome
+            await imp.expect("join", welcome["from"])
+            await alice.expect("join", welcome["from"])
+            await imp.say("name: ALICE")
+            assert "taken" in (await imp.expect("error"))["text"]
+            # the same name in another room is someone else's business
+            other = await join(stack, server, "ws", "/chat/uniq2?name=alice")
+            assert other.name == "alice"
+            await alice.say("fence")
+            await alice.expect("message", "alice", "fence")     # no nick from imp
+            await imp.expect("message", "alice", "fence")
+        async with contextlib.AsyncExitStack() as stack:
+            again = await join(stack, server, "ws", "/chat/uniq?name=alice")
+            assert again.name == "alice"
+
+    run(go())
+
+
+@pytest.mark.parametrize("bad", ["\u202eevil", "a\u2066b", "a\u200fb", "a\u2028b",
+                                 "a\u2029b", "a\u200bb", "bob\u00a0", "a\u3000b",
+                                 "\ufeffbob", "a\u061cb"])
+def test_invisible_and_bidi_names_refused(server, bad):
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            a = await join(stack, server, "ws", "/chat/bidi")
+            await a.say(f"name:{bad}")
+            err = await a.expect("error")
+            assert "bidi" in err["text"], err
+            await a.say("fence")
+            await a.expect("message", a.name, "fence")
+
+    run(go())
+
+
+def test_rate_limit(server):
+    """rate/burst: past the burst, messages are refused with an error to the sender."""
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            a = await join(stack, server, "ws", "/slow/r")
+            for i in range(3):
+                await a.say(f"m{i}")
+                await a.expect("message", a.name, f"m{i}")
+            await a.say("one too many")
+            err = await a.expect("error")
+            assert "too many" in err["text"], err
+
+    run(go())
+
+
+def test_failed_publish_reported(server):
+    """A message the backplane cannot carry (its JSON is over the ring's 4 MiB) is
+    reported to the sender instead of vanishing."""
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            a = await join(stack, server, "ws", "/big/r")
+            await a.say("\x01" * 1000000)           # 6 MB once JSON-escaped
+            err = await a.expect("error")
+            assert "could not be delivered" in err["text"], err
+            await a.say("small")
+            await a.expect("message", a.name, "small")
+
+    run(go(), timeout=30)
+
+
+def test_locations_do_not_share_rooms(server):
+    """/staff-chat/lobby and /public-chat/lobby are different rooms (namespaces by
+    location); /shared-a and /shared-b share by WebSocketChannelNamespace."""
+    async def go():
+        async with contextlib.AsyncExitStack() as stack:
+            staff = await join(stack, server, "ws", "/staff-chat/lobby?name=boss")
+            public = await join(stack, server, "ws", "/public-chat/lobby?name=boss")
+            await staff.say("for staff only")
+            await staff.expect("message", "boss", "for staff only")
+            await public.say("fence")
+            await public.expect("message", "boss", "fence")   # nothing from staff
+            await staff.say("fence2")
+            await staff.expect("message", "boss", "fence2")  # nothing from public
+            a = await join(stack, server, "ws", "/shared-a/lobby?name=ann")
+            b = await join(stack, server, "ws", "/shared-b/lobby?name=ben")
+            await a.expect("join", "ben")
+            await b.say("across locations")
+            await a.expect("message", "ben", "across locations")
 
     run(go())
 

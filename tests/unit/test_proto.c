@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ws_proto.h"
+#include "ws_channel.h"
 
 /* ---- harness -------------------------------------------------------------------- */
 
@@ -868,7 +869,65 @@ static void test_close(void)
         CHECK(ws_close_build(out, 0, "x", 1) == 0);
         CHECK(ws_close_build(out, WS_CLOSE_NO_STATUS, "x", 1) == 0);
     }
+
+    /* ws_close_reason_cut: the one cut every path uses (handle_close stored 123 bytes
+     * of "aa\xc3\xa9..." as "...aa\xc3" before) */
+    {
+        char r[300];
+        size_t k;
+        for (k = 0; k + 2 <= 200; k += 2)
+            memcpy(r + k, "\xc3\xa9", 2);
+        CHECK(ws_close_reason_cut(r, 200, 123) == 122);
+        CHECK(ws_utf8_valid((const uint8_t *)r, ws_close_reason_cut(r, 200, 123)));
+        CHECK(ws_close_reason_cut(r, 200, WS_CLOSE_REASON_MAX) == 122);
+        CHECK(ws_close_reason_cut(r, 100, 123) == 100);
+        for (k = 0; k + 4 <= 200; k += 4)
+            memcpy(r + k, "\xf0\x9f\x98\x80", 4);
+        for (k = 0; k <= 130; k++)
+            CHECK(ws_close_reason_cut(r, 200, k) == k / 4 * 4);
+        CHECK(ws_close_reason_cut("abc", 3, 0) == 0);
+    }
     free(v.b);
+}
+
+/* ---- channel names and backplane messages (ws_channel.c) --------------------------- */
+
+static void test_channels(void)
+{
+    char key[WS_CHANNEL_KEY_MAX + 1], name[WS_CHANNEL_NAME_MAX + 2];
+    memset(name, 'n', sizeof(name));
+    name[WS_CHANNEL_NAME_MAX] = '\0';
+    CHECK(ws_channel_name_valid("chat:lobby", 10));
+    CHECK(ws_channel_name_valid(name, WS_CHANNEL_NAME_MAX));
+    CHECK(!ws_channel_name_valid(name, WS_CHANNEL_NAME_MAX + 1));
+    CHECK(!ws_channel_name_valid("", 0));
+    CHECK(!ws_channel_name_valid("a\x1f" "b", 3));
+    CHECK(!ws_channel_name_valid("a\nb", 3));
+    CHECK(!ws_channel_name_valid("a\x7f", 2));
+    CHECK(!ws_channel_name_valid("a\xc2\x85", 3));        /* NEL (C1) */
+    CHECK(!ws_channel_name_valid("a\xc3", 2));            /* not UTF-8 */
+    CHECK(ws_channel_name_valid("caf\xc3\xa9", 5));
+    CHECK(ws_channel_key(key, NULL, "x") == 1 && strcmp(key, "x") == 0);
+    CHECK(ws_channel_key(key, "host/chat", "chat:lobby") == 20
+          && memcmp(key, "host/chat\x1f" "chat:lobby", 20) == 0);
+    CHECK(ws_channel_key_valid(key, 20));
+    CHECK(ws_channel_key(key, "a\x1f" "b", "x") == 0);
+    CHECK(ws_channel_key(key, "", "x") == 0);
+    CHECK(ws_channel_key(key, "ns", "a\x1f" "b") == 0);
+    CHECK(ws_channel_key(key, "ns", name) == 3 + WS_CHANNEL_NAME_MAX);
+    CHECK(!ws_channel_key_valid("\x1f" "x", 2));
+    CHECK(!ws_channel_key_valid("ns\x1f", 3));
+    CHECK(!ws_channel_key_valid("ns\x1f" "a\x1f" "b", 6));
+    CHECK(ws_channel_message_valid(WS_OP_TEXT, (const uint8_t *)"hi", 2, 10));
+    CHECK(ws_channel_message_valid(WS_OP_BINARY, (const uint8_t *)"\xff", 1, 10));
+    CHECK(ws_channel_message_valid(WS_OP_TEXT, NULL, 0, 10));
+    CHECK(!ws_channel_message_valid(WS_OP_TEXT, (const uint8_t *)"\xff", 1, 10));
+    CHECK(!ws_channel_message_valid(WS_OP_TEXT, (const uint8_t *)"aa\xc3", 3, 10));
+    CHECK(!ws_channel_message_valid(WS_OP_PING, (const uint8_t *)"x", 1, 10));
+    CHECK(!ws_channel_message_valid(WS_OP_CLOSE, (const uint8_t *)"\x03\xe8", 2, 10));
+    CHECK(!ws_channel_message_valid(3, (const uint8_t *)"x", 1, 10));
+    CHECK(!ws_channel_message_valid(0, (const uint8_t *)"x", 1, 10));
+    CHECK(!ws_channel_message_valid(WS_OP_BINARY, (const uint8_t *)"xxxxxxxxxxx", 11, 10));
 }
 
 /* ---- size limit ------------------------------------------------------------------- */
@@ -1193,6 +1252,7 @@ int main(void)
     test_garbage();
     test_key();
     test_tokens();
+    test_channels();
     printf("%u passed, %u failed\n", g_pass, g_fail);
     return g_fail != 0;
 }
