@@ -35,8 +35,10 @@ static const size_t MAX_OUT[16] = {
     1u << 20, 4u << 20, 16u << 20
 };
 
-/* zlib's inflate state (~7 KiB) + window (32 KiB) + headers + struct ws_pmd, rounded up */
-#define ZLIB_INFLATE_BOUND (64u * 1024u)
+/* zlib's inflate state (~7 KiB) + window (32 KiB) + headers + struct ws_pmd, and with
+ * context takeover, for a moment, the copy of the window kept for the next message
+ * (32 KiB), rounded up */
+#define ZLIB_INFLATE_BOUND (96u * 1024u)
 
 static const uint8_t TAIL[4] = { 0x00, 0x00, 0xff, 0xff };
 
@@ -76,6 +78,11 @@ static void ref_hist_add(ref_inflater *ri, const uint8_t *p, size_t n)
     ri->hist_len += n;
 }
 
+static int ref_at_boundary(const z_stream *z)
+{
+    return (z->data_type & (128 | 256)) == 128 && (z->data_type & 63) == 0;
+}
+
 static void ref_message(ref_inflater *ri, const uint8_t *msg, size_t len, size_t max_out,
                         ref_result *rr)
 {
@@ -106,12 +113,21 @@ static void ref_message(ref_inflater *ri, const uint8_t *msg, size_t len, size_t
     CHECK(inflateCopy(&ri->snap, &ri->z) == Z_OK);
     ri->snap_live = 1;
     ri->z.next_in = in;
-    ri->z.avail_in = (uInt)(len + 4);
+    ri->z.avail_in = (uInt)len;
     ri->z.next_out = rr->out;
     ri->z.avail_out = (uInt)(max_out + 1);
     do {
         rc = inflate(&ri->z, Z_SYNC_FLUSH);
     } while (rc == Z_OK && ri->z.avail_in > 0 && ri->z.avail_out > 0);
+    /* The payload alone may end at a byte-aligned block boundary (a stored block
+     * without the empty block after it): then the tail is not given (ws_deflate.c,
+     * ws_inflate_at_boundary).  Otherwise it is (RFC 7692 7.2.2). */
+    if (rc == Z_OK && ri->z.avail_in == 0 && ri->z.avail_out > 0 && !ref_at_boundary(&ri->z)) {
+        ri->z.avail_in = 4;
+        do {
+            rc = inflate(&ri->z, Z_SYNC_FLUSH);
+        } while (rc == Z_OK && ri->z.avail_in > 0 && ri->z.avail_out > 0);
+    }
     rr->len = max_out + 1 - ri->z.avail_out;
     if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT || rc == Z_MEM_ERROR)
         rr->data_bad = 1;

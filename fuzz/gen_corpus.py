@@ -235,6 +235,14 @@ def inflate_seed(mode, max_index, payloads):
     return out
 
 
+def stored_block(data, final=False):
+    return bytes([1 if final else 0]) + struct.pack("<HH", len(data), len(data) ^ 0xFFFF) + data
+
+
+BARE_STORED = [stored_block(b"Hello"), stored_block(b"ab") + stored_block(b"cd"),
+               stored_block(b"final", True), b"\xf2\x00\x11\x00\x00"]
+
+
 def inflate_corpus():
     text = [b"Hello", b"Hello", "h\u00e9llo w\u00f6rld \u20ac".encode(), b""]
     items = [
@@ -255,6 +263,13 @@ def inflate_corpus():
         inflate_seed(0x00, 8, [deflate_messages([b"hello world"])[0][:-2]]),   # cut
         inflate_seed(0x00, 8, [b"\x01\x05\x00\xfa\xffhello"]),        # stored, BFINAL
         inflate_seed(0x40, 8, deflate_messages([b"a" * 5000, b"b" * 5000])),
+        # stored blocks without the empty block after them (the payload ends at a
+        # byte-aligned block boundary), then a back reference; kept and released
+        inflate_seed(0x00, 8, BARE_STORED),
+        inflate_seed(0x40, 5, BARE_STORED),
+        # a Huffman block ending byte-aligned that inflates past the first buffer
+        inflate_seed(0x10, 8, [b"\xf2\x48\xcd\xc9\xc9\x07\x00", b"\xf2\x00\x11\x00\x00",
+                               b"\xca\x38\xbc" + b"\x70" * 18 + b"\x39\x70\x70\x70\x00"]),
     ]
     # round trips
     for mode in (0x20, 0x21, 0x22, 0x30, 0x31 | 0x80, 0x2F, 0x60):

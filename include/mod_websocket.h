@@ -22,6 +22,12 @@
  * From any other thread, at any time, use a ws_handle (reference counted; still safe after
  * the connection closed: calls then return WS_ECLOSED).  No thread ever touches a
  * connection's socket or TLS state except its I/O owner; other threads enqueue and wake it.
+ * A thread a plugin starts must block every signal (pthread_sigmask with a full set,
+ * around pthread_create, as the host does around child_init): httpd's children handle
+ * signals on their main thread, and a signal delivered to a plugin thread is lost or
+ * ends the process.
+ *
+ * Names: ws_conn is one WebSocket connection (the host's "session").
  *
  * Memory: every pointer the host passes to a callback is valid until the callback returns;
  * copy what you keep.  Data passed to send functions is copied before they return.
@@ -43,9 +49,15 @@ extern "C" {
 #define WS_TEXT 1
 #define WS_BINARY 2
 
-/* Send and publish flags (bit mask). */
+/* Flags of send and handle_send (a bit mask of WS_SEND_*; other bits are ignored). */
 #define WS_SEND_NO_COMPRESS 0x1   /* do not compress this message (permessage-deflate) */
-#define WS_PUBLISH_LOCAL 0x2      /* publish: deliver only to this child process's subscribers */
+#define WS_SEND_FLAGS 0x1         /* every WS_SEND_* flag this header knows */
+
+/* Flags of publish (a bit mask of WS_PUBLISH_*; other bits are ignored).  A set of its
+ * own: a new publish flag may take any bit, whatever send uses (WS_PUBLISH_LOCAL keeps
+ * the value it had when both sets shared one space). */
+#define WS_PUBLISH_LOCAL 0x2      /* deliver only to this child process's subscribers */
+#define WS_PUBLISH_FLAGS 0x2      /* every WS_PUBLISH_* flag this header knows */
 
 /* Return codes of api functions. */
 #define WS_SUCCESS 0
@@ -53,7 +65,34 @@ extern "C" {
 #define WS_ECLOSED (-2)   /* the connection is closing or closed; nothing was queued */
 #define WS_EFULL (-3)     /* outbound queue full: nothing was queued, and the connection is
                            * being closed with 1008 (the peer does not read fast enough) */
-#define WS_ENOMEM (-4)
+#define WS_ENOMEM (-4)    /* out of memory: nothing was done */
+#define WS_ETOOBIG (-5)   /* the message is larger than the function ever takes (send,
+                           * handle_send: WebSocketMaxQueue, default 16 MiB; publish:
+                           * WS_PUBLISH_MAX); nothing was queued, the connection stays
+                           * open.  Hosts before this code returned WS_EFULL (send, and
+                           * closed with 1008) or WS_ENOMEM (publish). */
+
+/* The largest message publish takes (payload plus channel name; for ns_publish the
+ * name with its namespace): half the embedded backplane's 8 MiB ring.  Sends to one connection are bounded by WebSocketMaxQueue. */
+#define WS_PUBLISH_MAX (4u * 1024u * 1024u - 64u)
+
+/* Close codes (RFC 6455 7.4.1 and the IANA registry), for close, handle_close and
+ * on_close.  close and handle_close take 1000-1003, 1007-1014 and 3000-4999 (your own:
+ * 4000-4999); 1005 and 1006 are never sent, on_close reports them. */
+#define WS_CLOSE_NORMAL 1000
+#define WS_CLOSE_GOING_AWAY 1001      /* server restart or stop, ping timeout */
+#define WS_CLOSE_PROTOCOL 1002        /* protocol error */
+#define WS_CLOSE_UNSUPPORTED 1003     /* a type of data the endpoint cannot accept */
+#define WS_CLOSE_NO_STATUS 1005       /* on_close: the close frame had no code */
+#define WS_CLOSE_ABNORMAL 1006        /* on_close: the TCP connection ended without a close */
+#define WS_CLOSE_INVALID_DATA 1007    /* e.g. text that is not UTF-8 */
+#define WS_CLOSE_POLICY 1008          /* policy violation, e.g. the outbound queue overflowed */
+#define WS_CLOSE_TOO_BIG 1009         /* message larger than WebSocketMaxMessageSize */
+#define WS_CLOSE_EXTENSION 1010       /* (client) an extension was not negotiated */
+#define WS_CLOSE_INTERNAL 1011        /* internal error, e.g. on_message returned non-zero */
+#define WS_CLOSE_RESTART 1012         /* service restart */
+#define WS_CLOSE_TRY_AGAIN 1013       /* try again later */
+#define WS_CLOSE_BAD_GATEWAY 1014
 
 /* Plugin log levels (map to httpd's). */
 #define WS_LOG_ERR 3
@@ -131,8 +170,11 @@ typedef struct ws_api {
     size_t size;               /* sizeof(ws_api) of the host */
 
     /* --- on the I/O thread, inside callbacks for c --- */
-    /* Queue a message to c.  type WS_TEXT (must be valid UTF-8) or WS_BINARY.
-     * Returns WS_SUCCESS, WS_EINVAL, WS_ECLOSED, WS_EFULL, WS_ENOMEM. */
+    /* Queue a message to c.  type WS_TEXT (must be valid UTF-8) or WS_BINARY; flags
+     * WS_SEND_*.  A message larger than the connection's WebSocketMaxQueue (default
+     * 16 MiB) is WS_ETOOBIG; one that does not fit with what is already queued is
+     * WS_EFULL.  Returns WS_SUCCESS, WS_EINVAL, WS_ECLOSED, WS_EFULL, WS_ETOOBIG,
+     * WS_ENOMEM; handle_send the same. */
     int (*send)(ws_conn *c, int type, const void *data, size_t len, int flags);
     /* Start the closing handshake with code (1000-1003, 1007-1014, 3000-4999) and a
      * reason (UTF-8, cut to at most 123 bytes at a character boundary; also by
@@ -159,16 +201,20 @@ typedef struct ws_api {
 
     /* --- channels (publish/subscribe) --- */
     /* Subscribe c to channel (on the I/O thread; a name of 1-200 bytes of UTF-8 without
-     * control characters).  Subscriptions
-     * end with the connection.  Returns WS_SUCCESS, WS_EINVAL or WS_ECLOSED. */
+     * control characters).  Subscriptions end with the connection; subscribing twice is
+     * one subscription.  Returns WS_SUCCESS, WS_EINVAL (c NULL, or a name that breaks
+     * those rules), WS_ECLOSED (c is closing) or WS_ENOMEM.  unsubscribe returns
+     * WS_SUCCESS (also when c was not subscribed) or WS_EINVAL. */
     int (*subscribe)(ws_conn *c, const char *channel);
     int (*unsubscribe)(ws_conn *c, const char *channel);
     /* Publish a message to every subscriber of channel: in every child process of this
      * httpd, and on every server sharing a `WebSocketBackplane redis://...`.  Any thread,
      * any time.  Messages from one publishing thread arrive in publish order.  A
      * subscriber whose outbound queue is full is closed with 1008; the others are not
-     * slowed.  flags: WS_PUBLISH_LOCAL keeps it in this child process.  Returns
-     * WS_SUCCESS (queued for delivery), WS_EINVAL or WS_ENOMEM. */
+     * slowed.  flags: WS_PUBLISH_* (WS_PUBLISH_LOCAL keeps it in this child process).
+     * Returns WS_SUCCESS (queued for delivery), WS_EINVAL, WS_ETOOBIG (len plus the
+     * channel name over WS_PUBLISH_MAX; hosts before WS_ETOOBIG said WS_ENOMEM) or
+     * WS_ENOMEM (out of memory, or the Redis publish queue is full). */
     int (*publish)(const char *channel, int type, const void *data, size_t len, int flags);
 
     /* Log through httpd's error log (any thread; c may be NULL). */
@@ -192,6 +238,17 @@ typedef struct ws_api {
     int (*ns_unsubscribe)(ws_conn *c, const char *channel);
     int (*ns_publish)(void *plugin_data, const char *channel, int type, const void *data,
                       size_t len, int flags);
+
+    /* --- since WS_API_HAS(api, buffered_amount) --- */
+    /* Bytes queued for c and not yet written to the socket (like a browser's
+     * bufferedAmount): messages waiting in the queue (their size before compression)
+     * plus frames the I/O thread holds unsent.  It is what WebSocketMaxQueue bounds:
+     * a send that would take it past that fails with WS_EFULL.  0 once the
+     * connection is over.  buffered_amount on the I/O thread, in callbacks of c;
+     * handle_buffered_amount from any thread. */
+    size_t (*buffered_amount)(ws_conn *c);
+    size_t (*handle_buffered_amount)(ws_handle *h);
+
     /* end of ABI v1: add new members above this line */
 } ws_api;
 

@@ -12,6 +12,11 @@
  *   unsub:CHANNEL       unsubscribe; answers "unsubscribed:CHANNEL:RV"
  *   pub:CHANNEL:TEXT    publish TEXT to CHANNEL (every child, every server)
  *   publocal:CHANNEL:TEXT  publish with WS_PUBLISH_LOCAL (this child only)
+ *   buffered            answers "buffered:A:B:0": api->buffered_amount(c) and
+ *                       api->handle_buffered_amount (the bytes queued, not yet written)
+ *   send:SIZE           sends SIZE bytes (binary, 'x', uncompressed), then answers
+ *                       "buffered:A:B:RV" (RV: what send returned)
+ *   pubsize:N           publishes N bytes to channel "pubsize"; answers "pubsize:N:RV"
  *   hclose:CODE:REASON  a plugin thread closes through a handle (api->handle_close)
  *   flood:N:SIZE        a plugin thread sends N binary messages of SIZE bytes (>= 8)
  *                       through a handle: an 8-byte big-endian sequence number, then
@@ -22,6 +27,7 @@
  *   WebSocketPluginConfig protocols "a,b,c"
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +221,9 @@ static int start_flood(ws_conn *c, const char *args, int close)
 {
     flood_job *job = calloc(1, sizeof(*job));
     pthread_t tid;
+    sigset_t all, old;
     char *end;
+    int rv;
     if (!job) {
         return -1;
     }
@@ -236,7 +244,12 @@ static int start_flood(ws_conn *c, const char *args, int close)
     pthread_mutex_lock(&flood_mu);
     flood_running++;
     pthread_mutex_unlock(&flood_mu);
-    if (pthread_create(&tid, NULL, flood_main, job) != 0) {
+    /* a plugin thread blocks every signal: httpd handles them on its main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rv = pthread_create(&tid, NULL, flood_main, job);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rv != 0) {
         api->handle_release(job->h);
         free(job->reason);
         free(job);
@@ -247,6 +260,40 @@ static int start_flood(ws_conn *c, const char *args, int close)
     }
     pthread_detach(tid);
     return 0;
+}
+
+/* buffered, send:SIZE, pubsize:N (see the top).  Returns 1, or -1 out of memory. */
+static int probe_sizes(ws_conn *c, const char *cmd)
+{
+    char ans[128];
+    size_t n = cmd[0] == 'b' ? 0 : strtoul(strchr(cmd, ':') + 1, NULL, 10);
+    char *buf = malloc(n ? n : 1);
+    ws_handle *h;
+    int rv = 0;
+
+    if (!buf) {
+        return -1;
+    }
+    memset(buf, 'x', n);
+    if (cmd[0] == 'p') {
+        rv = api->publish("pubsize", WS_BINARY, buf, n, WS_PUBLISH_LOCAL);
+        snprintf(ans, sizeof(ans), "pubsize:%zu:%d", n, rv);
+    } else {
+        if (cmd[0] == 's') {
+            rv = api->send(c, WS_BINARY, buf, n, WS_SEND_NO_COMPRESS);
+        }
+        if (!WS_API_HAS(api, handle_buffered_amount)) {
+            snprintf(ans, sizeof(ans), "buffered:unsupported");     /* an older host */
+        } else {
+            h = api->handle_get(c);
+            snprintf(ans, sizeof(ans), "buffered:%zu:%zu:%d", api->buffered_amount(c),
+                     api->handle_buffered_amount(h), rv);
+            api->handle_release(h);
+        }
+    }
+    free(buf);
+    api->send(c, WS_TEXT, ans, strlen(ans), 0);
+    return 1;
 }
 
 /* Run a text command (cmd: a writable NUL-terminated copy of the message).  Returns 1
@@ -260,6 +307,10 @@ static int probe_command(ws_conn *c, char *cmd)
         char *reason = strchr(cmd + 6, ':');
         api->close(c, atoi(cmd + 6), reason ? reason + 1 : "");
         return 1;
+    }
+    if (strcmp(cmd, "buffered") == 0 || strncmp(cmd, "send:", 5) == 0
+        || strncmp(cmd, "pubsize:", 8) == 0) {
+        return probe_sizes(c, cmd);
     }
     if (strncmp(cmd, "flood:", 6) == 0) {
         return start_flood(c, cmd + 6, 0) == 0 ? 1 : -1;

@@ -69,6 +69,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_TICK apr_time_from_msec(100)          /* housekeeping period */
 #define WS_DEFAULT_PING_INTERVAL apr_time_from_sec(30)
 #define WS_DEFAULT_ASYNC_DELAY apr_time_from_msec(20)
+#define WS_DEFAULT_CLIENT_WINDOW 12   /* bits: a client keeping its context, by default */
 #define WS_OUT_BUF 8192                          /* output bucket size for small frames */
 #define WS_WARM_FREE (32 * 1024)                 /* allocator nodes a busy session keeps */
 #define WS_WARM_NODES 4                          /* ... at most this many (8 KB or more) */
@@ -120,7 +121,9 @@ typedef struct ws_dir_conf {
     int comp_mem_level_set;
     int comp_level;
     int comp_level_set;
-    int comp_takeover;                /* 0: ask clients for client_no_context_takeover */
+    int comp_takeover;                /* 0: ask clients for client_no_context_takeover;
+                                       * -1 (default): as 1 with a window of at most
+                                       * WS_DEFAULT_CLIENT_WINDOW bits */
     int comp_takeover_set;
     int check_host;                   /* same origin also needs a Host of this vhost */
     int check_host_set;
@@ -148,7 +151,8 @@ static void *ws_create_dir_conf(apr_pool_t *p, char *dir)
     conf->comp_window_bits = 15;
     conf->comp_mem_level = 8;
     conf->comp_level = 1;
-    conf->comp_takeover = 0;      /* an inflate window per idle connection: opt in */
+    conf->comp_takeover = -1;     /* unset: clients that can be limited keep their
+                                   * context with at most WS_DEFAULT_CLIENT_WINDOW bits */
     conf->check_host = 1;
     return conf;
 }
@@ -536,9 +540,10 @@ static const command_rec ws_cmds[] = {
                   "zlib compression level, 0-9 (default 1: fastest)"),
     AP_INIT_FLAG("WebSocketCompressionContextTakeover", ws_cmd_flag,
                  (void *)APR_OFFSETOF(ws_dir_conf, comp_takeover), RSRC_CONF | ACCESS_CONF,
-                 "let clients keep their compression context between messages (default "
-                 "off: it costs ~40 KB of inflate window per connection); the server never "
-                 "keeps one"),
+                 "let clients keep their compression context between messages (on: with "
+                 "the full window; off: ask for client_no_context_takeover; default: on "
+                 "with at most a 4 KiB window, off for clients that cannot be limited); "
+                 "the server never keeps one"),
     AP_INIT_TAKE1("WebSocketDriver", ws_cmd_driver, NULL, RSRC_CONF | ACCESS_CONF,
                   "auto (async on the event MPM, else blocking) or blocking (one thread "
                   "per connection, for debugging)"),
@@ -720,7 +725,6 @@ static void ws_payload_release(ws_payload *p)
     }
 }
 
-typedef struct ws_conn ws_session;
 
 /*
  * A handle is malloc'd and reference counted: plugin threads, MPM callbacks and the
@@ -734,7 +738,7 @@ struct ws_handle {
     apr_uint32_t refs;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    ws_session *s;                /* NULL once the connection is over */
+    ws_conn *s;                   /* NULL once the connection is over */
     int io_busy;                  /* a thread owns the connection's I/O */
     int parked;                   /* async: the MPM polls it; wake with a callback */
     int cb_pending;               /* a wake callback is scheduled */
@@ -868,7 +872,7 @@ static void ws_handle_wake_locked(ws_handle *h)
     }
 }
 
-static ws_handle *ws_handle_create(ws_session *s, apr_size_t max_queue)
+static ws_handle *ws_handle_create(ws_conn *s, apr_size_t max_queue)
 {
     ws_handle *h = calloc(1, sizeof(*h));
     if (!h) {
@@ -892,9 +896,9 @@ static ws_handle *ws_handle_create(ws_session *s, apr_size_t max_queue)
 
 /* Take I/O ownership of the connection behind h: wait while another thread has it.
  * Returns the session, or NULL if the connection is over. */
-static ws_session *ws_io_acquire(ws_handle *h)
+static ws_conn *ws_io_acquire(ws_handle *h)
 {
-    ws_session *s;
+    ws_conn *s;
     pthread_mutex_lock(&h->mu);
     while (h->io_busy) {
         pthread_cond_wait(&h->cv, &h->mu);
@@ -1036,11 +1040,14 @@ static int ws_api_handle_send(ws_handle *h, int type, const void *data, size_t l
     if (!h || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
+    if (len > h->max_queue) {
+        return WS_ETOOBIG;          /* never fits WebSocketMaxQueue: the plugin's error */
+    }
     p = ws_payload_create(type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len);
     if (!p) {
         return WS_ENOMEM;
     }
-    p->flags = flags;
+    p->flags = flags & WS_SEND_FLAGS;
     rv = ws_handle_enqueue(h, p);
     ws_payload_release(p);
     return rv;
@@ -1074,6 +1081,10 @@ static int ws_api_handle_close(ws_handle *h, int code, const char *reason)
 }
 
 /* ---- the session: one WebSocket connection, owned by its I/O thread ------------ */
+
+/* One name for it: the type is struct ws_conn, as plugins see it in the ABI
+ * (include/mod_websocket.h); "session" in comments and in ws_session_* function names
+ * means the same thing, and `s` is the usual variable. */
 
 typedef enum { WS_ST_OPENING, WS_ST_OPEN, WS_ST_CLOSING, WS_ST_DONE } ws_state;
 
@@ -1315,12 +1326,16 @@ static int ws_api_send(ws_conn *s, int type, const void *data, size_t len, int f
     if (s->state != WS_ST_OPENING && s->state != WS_ST_OPEN) {
         return WS_ECLOSED;
     }
+    if (len > s->h->max_queue) {
+        return WS_ETOOBIG;          /* never fits WebSocketMaxQueue: the plugin's error */
+    }
     if ((apr_size_t)s->out_buffered + len > s->h->max_queue) {
         ws_status_queue_drop();
         ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         return WS_EFULL;
     }
-    ws_out_message(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len, flags);
+    ws_out_message(s, type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY, data, len,
+                   flags & WS_SEND_FLAGS);
     s->msgs_out++;
     /* The blocking driver writes as it goes; the async one never blocks here. */
     if (!s->async && s->state == WS_ST_OPEN && s->out_buffered >= WS_FLUSH_AT) {
@@ -1628,6 +1643,9 @@ static int ws_publish_key(const char *key, size_t klen, int type, const void *da
     if (!klen || !ws_valid_send_args(type, data, len)) {
         return WS_EINVAL;
     }
+    if (len > WS_PUBLISH_MAX - klen) {
+        return WS_ETOOBIG;          /* the backplane ring takes no more */
+    }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
         ws_deliver(NULL, key, klen, opcode, data, len);
         return WS_SUCCESS;
@@ -1670,6 +1688,32 @@ static int ws_api_ns_publish(void *plugin_data, const char *channel, int type,
                           flags);
 }
 
+/* What WebSocketMaxQueue bounds: queued messages plus frames the owner holds unsent
+ * (backlog, refreshed by the owner after each write). */
+static size_t ws_api_handle_buffered_amount(ws_handle *h)
+{
+    size_t n = 0;
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        n = h->s ? (size_t)(h->queued + h->backlog) : 0;
+        pthread_mutex_unlock(&h->mu);
+    }
+    return n;
+}
+
+/* On the I/O thread bbout is current (backlog is its size at the last write). */
+static size_t ws_api_buffered_amount(ws_conn *s)
+{
+    size_t n;
+    if (!s || s->state == WS_ST_DONE) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->h->mu);
+    n = (size_t)s->h->queued;
+    pthread_mutex_unlock(&s->h->mu);
+    return n + (size_t)s->out_buffered;
+}
+
 static const ws_api ws_the_api = {
     WS_ABI_VERSION,
     sizeof(ws_api),
@@ -1692,6 +1736,8 @@ static const ws_api ws_the_api = {
     ws_api_ns_subscribe,
     ws_api_ns_unsubscribe,
     ws_api_ns_publish,
+    ws_api_buffered_amount,
+    ws_api_handle_buffered_amount,
 };
 
 /* ---- frames in ------------------------------------------------------------------ */
@@ -1740,10 +1786,13 @@ static void ws_on_event(ws_conn *s, const ws_event *ev)
     case WS_EV_CLOSE:
         s->close_received = 1;
         if (!s->close_sent) {
-            /* RFC 6455 5.5.1: echo the status code we received */
+            /* RFC 6455 5.5.1: echo the status code we received, and its reason (the
+             * parser checked it is UTF-8 and at most 123 bytes), as browsers and
+             * other servers expect */
             s->close_code = ev->close_code;
             s->close_reason = apr_pstrmemdup(s->c->pool, (const char *)ev->data, ev->len);
-            ws_send_close(s, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code, "");
+            ws_send_close(s, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code,
+                          s->close_reason);
         }
         s->state = WS_ST_DONE;
         break;
@@ -2744,10 +2793,16 @@ static int ws_handler(request_rec *r)
         /* zlib cannot deflate with an 8-bit window: never ask a client for less than 9
          * (we inflate with 9 or more anyway). */
         policy.client_max_window_bits = conf->comp_window_bits < 9 ? 9 : conf->comp_window_bits;
+        /* By default a client keeps its context only if it can be held to a small
+         * window (it offered client_max_window_bits): some clients ignore a
+         * client_no_context_takeover they cannot parse (docs/clients.md). */
+        if (conf->comp_takeover < 0 && policy.client_max_window_bits > WS_DEFAULT_CLIENT_WINDOW) {
+            policy.client_max_window_bits = WS_DEFAULT_CLIENT_WINDOW;
+        }
         policy.mem_level = conf->comp_mem_level;
         policy.level = conf->comp_level;
         policy.server_no_context_takeover = 1;
-        policy.client_no_context_takeover = !conf->comp_takeover;
+        policy.client_no_context_takeover = conf->comp_takeover == 0;
         if (ws_pmd_negotiate(apr_table_get(r->headers_in, "Sec-WebSocket-Extensions"),
                              &policy, &agreed, response, sizeof(response))
             && (s->pmd = ws_pmd_create(&agreed, &policy)) != NULL) {

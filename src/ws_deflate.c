@@ -25,7 +25,9 @@
  *    inside a block is rejected rather than delivered cut short.  Bytes after a
  *    BFINAL block (at least our own tail) are ignored, as after any DEFLATE stream.
  *    With context takeover the window survives a BFINAL block: it is read out with
- *    inflateGetDictionary and put back after inflateReset.
+ *    inflateGetDictionary after every message and given to the next one's stream.
+ *    A payload that ends at a byte-aligned block boundary gets no tail (see
+ *    ws_inflate_at_boundary).
  *
  *  - Bombs.  The output buffer grows by doubling but never past max_out; when it is
  *    full, inflate gets a 1-byte scratch output to learn whether more would come.
@@ -470,7 +472,10 @@ struct ws_pmd {
     int def_live, inf_live;     /* def / inf are initialised */
     int inf_err;                /* sticky decompression error, 0 if none */
     z_stream def;               /* context-takeover deflate stream */
-    z_stream inf;               /* inflate stream */
+    z_stream inf;               /* inflate stream, live only within a call */
+    uint8_t *win;               /* context takeover: the client's window between
+                                 * messages (the last win_len bytes inflated) */
+    size_t win_len, win_cap;
     size_t zmem;                /* bytes zlib holds through ws_zalloc */
     size_t peak;
     uint8_t *cbuf;              /* compress output */
@@ -524,10 +529,16 @@ static void ws_inflate_end(ws_pmd *pmd)
     }
 }
 
+static int ws_inflate_park(ws_pmd *pmd);
+
 void ws_pmd_release(ws_pmd *pmd)
 {
     if (!pmd)
         return;
+    /* idle: of a client's context keep only the window's bytes (out of memory: the
+     * stream stays, which costs memory but nothing else) */
+    if (pmd->inf_live && !pmd->inf_err && !pmd->p.client_no_context_takeover)
+        ws_inflate_park(pmd);
     free(pmd->cbuf);
     pmd->cbuf = NULL;
     pmd->ccap = 0;
@@ -544,12 +555,13 @@ void ws_pmd_destroy(ws_pmd *pmd)
         deflateEnd(&pmd->def);
     ws_inflate_end(pmd);
     ws_pmd_release(pmd);
+    free(pmd->win);
     free(pmd);
 }
 
 size_t ws_pmd_memory(const ws_pmd *pmd)
 {
-    return pmd ? sizeof(*pmd) + pmd->zmem + pmd->ccap + pmd->dcap : 0;
+    return pmd ? sizeof(*pmd) + pmd->zmem + pmd->ccap + pmd->dcap + pmd->win_cap : 0;
 }
 
 size_t ws_pmd_memory_peak(const ws_pmd *pmd)
@@ -734,32 +746,51 @@ nomem:
 
 /* ---- decompression (RFC 7692 7.2.2) ---------------------------------------------- */
 
-/* After a BFINAL block with context takeover: start a new stream that still sees the
- * window (RFC 7692 7.2.3.4 and 7.1.1: the window carries over between messages). */
-static int ws_inflate_restart(ws_pmd *pmd)
+/* With context takeover, when the connection goes idle (ws_pmd_release) or a message
+ * ended with a BFINAL block: keep the window's bytes, not zlib's inflate state (about
+ * 7 KiB) and window buffer; the next message starts a new stream with them as its
+ * dictionary (RFC 7692 7.1.1: the window carries over; after a BFINAL block too,
+ * 7.2.3.4).  An idle connection then holds at most 2^client_max_window_bits bytes,
+ * fewer when it has received fewer; a busy one keeps its stream. */
+static int ws_inflate_park(ws_pmd *pmd)
 {
     uInt n = 0;
-    Bytef *dict;
-    int rc;
 
     if (inflateGetDictionary(&pmd->inf, Z_NULL, &n) != Z_OK)
         return WS_ERR_NOMEM;
-    dict = malloc(n ? n : 1);
-    if (!dict)
+    if (n > pmd->win_cap) {
+        uint8_t *w = realloc(pmd->win, n);
+        if (!w)
+            return WS_ERR_NOMEM;
+        pmd->win = w;
+        pmd->win_cap = n;
+        ws_note_peak(pmd);
+    }
+    if (n && inflateGetDictionary(&pmd->inf, pmd->win, &n) != Z_OK)
         return WS_ERR_NOMEM;
-    rc = inflateGetDictionary(&pmd->inf, dict, &n);
-    if (rc == Z_OK)
-        rc = inflateReset(&pmd->inf);
-    if (rc == Z_OK && n)
-        rc = inflateSetDictionary(&pmd->inf, dict, n);
-    free(dict);
-    return rc == Z_OK ? WS_OK : WS_ERR_NOMEM;
+    pmd->win_len = n;
+    ws_inflate_end(pmd);
+    return WS_OK;
+}
+
+/* A message ends at a block boundary on a byte boundary (a non-final stored block, or
+ * a Huffman block that happens to end there) with the payload alone: the 00 00 ff ff
+ * tail would start another block and stop inside its header, so it is not inflated.
+ * A payload per RFC 7692 7.2.1 never ends so (it ends inside the header of the empty
+ * stored block whose 00 00 ff ff was removed); senders that leave out that empty block
+ * do (zlib-based peers accept their messages). */
+static int ws_inflate_at_boundary(const z_stream *z)
+{
+    return (z->data_type & (128 | 256)) == 128 && (z->data_type & 63) == 0;
 }
 
 static int ws_decompress_fail(ws_pmd *pmd, int err, const uint8_t **out, size_t *out_len)
 {
     pmd->inf_err = err;
     ws_inflate_end(pmd);
+    free(pmd->win);
+    pmd->win = NULL;
+    pmd->win_len = pmd->win_cap = 0;
     free(pmd->dbuf);
     pmd->dbuf = NULL;
     pmd->dcap = 0;
@@ -775,6 +806,8 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     size_t limit = max_out ? max_out : SIZE_MAX;
     size_t pos = 0, have = 0;
     int tail_given = 0, ended = 0, probing = 0;
+    int drained = 0;            /* the last inflate call had output space left over */
+    int boundary = 0;           /* the last call that made progress ended between blocks */
     uint8_t probe;
     ws_utf8 utf8;
     int rc;
@@ -792,7 +825,13 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
     if (!pmd->inf_live) {
         ws_zhooks(z, &pmd->zmem);
         rc = inflateInit2(z, -pmd->ibits);
+        if (rc == Z_OK && pmd->win_len)
+            rc = inflateSetDictionary(z, pmd->win, (uInt)pmd->win_len);
         ws_note_peak(pmd);
+        /* the window is in zlib's now: do not hold it twice while inflating */
+        free(pmd->win);
+        pmd->win = NULL;
+        pmd->win_len = pmd->win_cap = 0;
         if (rc != Z_OK) {
             inflateEnd(z);
             return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
@@ -824,7 +863,10 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
                 z->next_in = (Bytef *)(uintptr_t)(in + pos);
                 z->avail_in = (uInt)n;
                 pos += n;
-            } else if (!tail_given) {
+            } else if (!tail_given && drained) {
+                /* the payload is all inflated: where did it end? */
+                if (boundary)
+                    break;
                 /* RFC 7692 7.2.2: append 00 00 ff ff to the payload */
                 z->next_in = (Bytef *)(uintptr_t)ws_tail;
                 z->avail_in = sizeof(ws_tail);
@@ -853,6 +895,11 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
             z->avail_out = give;
         }
         rc = inflate(z, Z_SYNC_FLUSH);
+        drained = z->avail_out > 0;
+        /* zlib reports a block boundary only for a call that got there: one without
+         * input or output space (Z_BUF_ERROR) leaves the state as it was */
+        if (rc != Z_BUF_ERROR)
+            boundary = ws_inflate_at_boundary(z);
         if (probing) {
             if (z->avail_out == 0)      /* one byte past max_out (RFC 6455 10.4) */
                 return ws_decompress_fail(pmd, WS_ERR_TOO_BIG, out, out_len);
@@ -882,7 +929,7 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
 
     /* RFC 7692 7.2.2: with the tail restored, a message ends at a block boundary
      * (data_type bit 128); anything else is DEFLATE data cut inside a block. */
-    if (!ended && !(z->data_type & 128))
+    if (!ended && !(boundary || (z->data_type & 128)))
         return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
     if (text && !ws_utf8_complete(&utf8))
         return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
@@ -892,7 +939,7 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
          * so nothing needs keeping: an idle connection holds no inflate state */
         ws_inflate_end(pmd);
     } else if (ended) {
-        rc = ws_inflate_restart(pmd);
+        rc = ws_inflate_park(pmd);
         if (rc != WS_OK)
             return ws_decompress_fail(pmd, rc, out, out_len);
     }

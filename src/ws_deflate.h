@@ -18,7 +18,10 @@
  *
  * Memory: every byte zlib allocates goes through counting hooks, so ws_pmd_memory()
  * counts zlib's state exactly, plus our buffers (not malloc's own overhead).  Streams are created on first use.  With
- * client_no_context_takeover the inflate stream is freed after every message; with
+ * client_no_context_takeover the inflate stream is freed after every message; without
+ * it (the client keeps its context) ws_pmd_release() frees the stream and keeps only
+ * the window's bytes (at most 2^client_max_window_bits, fewer if fewer were received),
+ * to be the next message's dictionary; with
  * server_no_context_takeover no deflate stream belongs to the connection at all: one
  * per thread is borrowed for the duration of a call (deflateInit2 + deflateEnd of a
  * default stream cost ~60 us, several times a small message; deflateReset ~3 us).  Output buffers are freed by
@@ -128,8 +131,10 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
 int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out,
                       int text, const uint8_t **out, size_t *out_len);
 
-/* Free the output buffers (call when done with *out: the frame was written, or the
- * message delivered).  Keeps any context-takeover stream. */
+/* The connection goes idle: free the output buffers (call when done with *out: the
+ * frame was written, or the message delivered), and reduce a client's context-takeover
+ * inflate stream to its window's bytes.  Keeps the server's context-takeover deflate
+ * stream. */
 void ws_pmd_release(ws_pmd *pmd);
 
 /* Bytes of heap this connection's state holds now: the struct, zlib's allocations

@@ -49,21 +49,9 @@ enum {
 #define WS_RSV3 0x10
 
 /* ---- close codes (RFC 6455 7.4) ------------------------------------------------ */
-enum {
-    WS_CLOSE_NORMAL = 1000,
-    WS_CLOSE_GOING_AWAY = 1001,
-    WS_CLOSE_PROTOCOL = 1002,
-    WS_CLOSE_UNSUPPORTED = 1003,
-    WS_CLOSE_NO_STATUS = 1005,   /* never sent on the wire */
-    WS_CLOSE_ABNORMAL = 1006,    /* never sent on the wire */
-    WS_CLOSE_INVALID_DATA = 1007,
-    WS_CLOSE_POLICY = 1008,
-    WS_CLOSE_TOO_BIG = 1009,
-    WS_CLOSE_EXTENSION = 1010,
-    WS_CLOSE_INTERNAL = 1011,
-    WS_CLOSE_RESTART = 1012,
-    WS_CLOSE_TRY_AGAIN = 1013
-};
+/* WS_CLOSE_NORMAL ... WS_CLOSE_BAD_GATEWAY are public: the plugin ABI header defines
+ * them (plain C, no dependency), and the core uses the same definitions. */
+#include "../include/mod_websocket.h"
 
 /* 1 if a peer may send code in a close frame (RFC 6455 7.4.1/7.4.2 and the IANA
  * registry): 1000-1003, 1007-1014, 3000-4999.  0 otherwise (1004-1006, 1015, <1000,

@@ -46,6 +46,7 @@ MPM_SETTINGS = {"ServerLimit": 2, "StartServers": 2, "ThreadsPerChild": 25,
 CONFIGS = [
     ("off", "WebSocketCompression off"),
     ("on (default)", ""),
+    ("on, ContextTakeover off", "WebSocketCompressionContextTakeover off"),
     ("on, ContextTakeover on", "WebSocketCompressionContextTakeover on"),
     ("on, WindowBits 9", "WebSocketCompressionWindowBits 9"),
     ("on, ContextTakeover on, WindowBits 9",

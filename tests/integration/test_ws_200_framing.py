@@ -39,6 +39,7 @@ def expect_code(conn, code, timeout=10):
     got, reason = conn.expect_close(timeout=timeout)
     assert got == code, f"expected close {code}, got {got} {reason!r}"
     return reason
+    return reason
 
 
 def assert_still_echoes(conn):
@@ -142,8 +143,10 @@ def test_mask_key_zero(ws):
 
 @pytest.mark.parametrize("code", [1000, 1001, 3000, 4999])
 def test_valid_close_echoed(ws, code):
+    """The answering close carries the client's code and reason (as browsers, Node ws
+    and Python websockets servers do)."""
     ws.send_close(code, b"see you")
-    expect_code(ws, code)
+    assert expect_code(ws, code) == b"see you"
 
 
 def test_close_without_code(ws):
@@ -161,10 +164,13 @@ def test_close_then_tcp_close(ws):
     ws.expect_tcp_close(timeout=10)
 
 
-def test_close_with_max_reason(ws):
-    reason = b"r" * 123
-    ws.send_close(1000, reason)
-    expect_code(ws, 1000)
+@pytest.mark.parametrize("reason", [b"r" * 123, "\u00e9".encode() * 61 + b"r",
+                                    "bye \u20ac \U0001f600".encode()],
+                         ids=["ascii_123", "utf8_123", "emoji"])
+def test_close_with_max_reason(ws, reason):
+    """Reasons up to the 123-byte maximum, multi-byte UTF-8 too, come back unchanged."""
+    ws.send_close(4000, reason)
+    assert expect_code(ws, 4000) == reason
 
 
 # ---- protocol errors: 1002 -------------------------------------------------------------

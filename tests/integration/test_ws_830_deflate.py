@@ -25,6 +25,7 @@ Everything runs on the event MPM over ws and wss unless noted.
 
 import os
 import random
+import struct
 import threading
 import zlib
 
@@ -57,9 +58,12 @@ LOCATIONS = [
     {"path": "/small", "plugin": "echo", "max_message_size": SMALL},
 ]
 
-# What each location answers with: (window bits, context takeover allowed).
-POLICY = {"/echo": (15, False), "/ct": (15, True), "/wb9": (9, False), "/wb8": (8, True),
-          "/small": (15, False)}
+# What each location answers with: (window bits, context takeover allowed).  "default"
+# (WebSocketCompressionContextTakeover not set): allowed with a client window of at most
+# 12 bits, so only for clients that offer client_max_window_bits.
+POLICY = {"/echo": (15, "default"), "/ct": (15, True), "/wb9": (9, "default"),
+          "/wb8": (8, True), "/small": (15, "default")}
+DEFAULT_CLIENT_WINDOW = 12
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +159,11 @@ def expected_params(location, server_nct=False, client_nct=False, server_bits=No
     """The response the README promises for an offer.  client_bits: None (not offered),
     True (offered without a value) or 8..15."""
     wbits, takeover = POLICY[location]
+    cwbits = wbits
+    if takeover == "default":
+        takeover, cwbits = True, min(wbits, DEFAULT_CLIENT_WINDOW)
     p = {"server_no_context_takeover": None}         # always
-    if client_nct or not takeover or (client_bits is None and wbits < 15):
+    if client_nct or not takeover or (client_bits is None and cwbits < 15):
         # asked unless ContextTakeover on; also when the client's window cannot be
         # limited to ours
         p["client_no_context_takeover"] = None
@@ -165,8 +172,8 @@ def expected_params(location, server_nct=False, client_nct=False, server_bits=No
     elif wbits < 15:
         p["server_max_window_bits"] = str(wbits)
     if client_bits is not None:
-        p["client_max_window_bits"] = str(wbits if client_bits is True
-                                          else min(client_bits, wbits))
+        p["client_max_window_bits"] = str(cwbits if client_bits is True
+                                          else min(client_bits, cwbits))
     return p
 
 
@@ -829,6 +836,46 @@ def test_limit_is_exact(server, transport):
             assert op == opcode and inflate_strict(wire, 15) == data
         ws.send_frame(OP_BINARY, deflate(b"L" * (SMALL + 1)), rsv=0x4)
         expect_code(ws, 1009)
+
+
+def stored_block(data, final=False):
+    """One stored DEFLATE block (RFC 1951 3.2.4), byte-aligned."""
+    n = len(data)
+    return bytes([1 if final else 0]) + struct.pack("<HH", n, n ^ 0xFFFF) + data
+
+
+@pytest.mark.parametrize("path,offer", [
+    ("/echo", "permessage-deflate"),                       # client_no_context_takeover
+    ("/ct", "permessage-deflate; client_max_window_bits"),  # the window carries over
+])
+def test_stored_blocks(server, transport, path, offer):
+    """Messages made of stored blocks, as encoders emit for data they cannot compress:
+    a non-final stored block without zlib's empty block after it (the payload ends at a
+    block boundary), several of them, a final one, and one of 60000 random bytes; each
+    is echoed, and with context takeover a later message can still refer back."""
+    ws, _ = raw_open(server, transport, path, offer)
+    with ws:
+        rnd = os.urandom(60000)
+        cases = [(stored_block(b"Hello"), b"Hello"),
+                 (stored_block(b"ab") + stored_block(b"cd") + stored_block(b""), b"abcd"),
+                 (stored_block(b"final", final=True), b"final"),
+                 (stored_block(rnd), rnd),
+                 (deflate(b"mixed " * 100) + TAIL + stored_block(b" and stored"),
+                  b"mixed " * 100 + b" and stored")]
+        for wire, data in cases:
+            for opcode in ((OP_BINARY,) if data is rnd else (OP_TEXT, OP_BINARY)):
+                ws.send_frame(opcode, wire, rsv=0x4)
+                op, rsv1, back = recv_compressed(ws)
+                assert op == opcode and (inflate_strict(back, 15) if rsv1 else back) == data
+        if path == "/ct":
+            # the last message ended with " and stored": refer back into it
+            c = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=b"mixed  and stored")
+            z = deflate(b"and stored", stream=c)
+            assert len(z) < 8, z                        # a back reference
+            ws.send_frame(OP_BINARY, z, rsv=0x4)
+            assert recv_compressed(ws) == (OP_BINARY, False, b"and stored")
+        ws.send_close(1000)
+        expect_code(ws, 1000)
 
 
 def _invalid(case):

@@ -6,7 +6,8 @@
  * message through the real parser; round trips of 0 B .. 16 MiB for every context
  * takeover combination and windows 8..15, each compressed message also decoded by a
  * plain zlib inflater with exactly the agreed window; max_out at the exact boundary;
- * a 1 GiB deflate bomb; invalid data; UTF-8 of text messages; memory held idle.
+ * a 1 GiB deflate bomb; invalid data; UTF-8 of text messages; stored, BFINAL and
+ * mixed block types, also fed one byte at a time; memory held idle.
  * Input strings go into exactly-sized heap blocks so ASan sees any over-read.
  * Prints a memory table and throughput (informational), then "N passed, M failed";
  * exits non-zero on failure.  TEST_DEFLATE_QUICK=1 shrinks the bomb and the largest
@@ -747,7 +748,9 @@ static void test_limits(void)
     ws_pmd_destroy(s);
     s = ws_pmd_create(&ag, NULL);
     CHECK(ws_pmd_decompress(s, bomb, clen, 100000, 1, &out, &n) == WS_OK && n == 100000);
-    CHECK(ws_pmd_memory_peak(s) < 100000 + 64 * 1024);
+    /* the output, zlib's state and window, and for a moment the copy of the window kept
+     * for the next message (context takeover) */
+    CHECK(ws_pmd_memory_peak(s) < 100000 + 96 * 1024);
     ws_pmd_destroy(s);
     s = ws_pmd_create(&ag, NULL);
     CHECK(ws_pmd_decompress(s, bomb, clen, 99999, 1, &out, &n) == WS_ERR_TOO_BIG);
@@ -981,6 +984,218 @@ static void test_invalid(void)
     }
 }
 
+/* ---- block types: stored, BFINAL, mixed; one byte at a time --------------------- */
+
+/* A stored block (RFC 1951 3.2.4) of n <= 65535 bytes, byte-aligned. */
+static size_t put_stored(uint8_t *out, int final, const void *data, size_t n)
+{
+    out[0] = (uint8_t)(final ? 1 : 0);
+    out[1] = (uint8_t)n;
+    out[2] = (uint8_t)(n >> 8);
+    out[3] = (uint8_t)~n;
+    out[4] = (uint8_t)(~n >> 8);
+    memcpy(out + 5, data, n);
+    return 5 + n;
+}
+
+/* zlib output for in[0..n) with the given level/strategy and flush, on z. */
+static size_t zdeflate(z_stream *z, int level, int strategy, int flush, const char *in,
+                       uint8_t *out, size_t cap)
+{
+    deflateParams(z, level, strategy);
+    z->next_in = (Bytef *)(uintptr_t)in;
+    z->avail_in = (uInt)strlen(in);
+    z->next_out = out;
+    z->avail_out = (uInt)cap;
+    deflate(z, flush);
+    return cap - z->avail_out;
+}
+
+/* The message through the parser in 1-byte fragments, fed one wire byte at a time,
+ * then inflated with max_out exactly its length (and one less: WS_ERR_TOO_BIG). */
+static void bytewise(const uint8_t *msg, size_t n, const char *expect)
+{
+    size_t cap = n * 8 + 16, wn = 0, i, used, k, elen = strlen(expect);
+    uint8_t *wire = xmalloc(cap), *b;
+    ws_pmd_params ag = params(1, 1, 15, 15);
+    ws_pmd *pmd = ws_pmd_create(&ag, NULL);
+    const uint8_t *out;
+    ws_parser p;
+    ws_event ev;
+    int rc = WS_OK, got = 0;
+
+    for (i = 0; i < n; i++)
+        wn += put_frame(wire + wn, i + 1 == n, i == 0 ? WS_RSV1 : 0,
+                        i == 0 ? WS_OP_BINARY : WS_OP_CONT, msg + i, 1);
+    ws_parser_init(&p, 1 << 20, 1);
+    p.allowed_rsv = WS_RSV1;
+    for (i = 0; i < wn && (rc == WS_OK || rc == WS_NEED_MORE) && !got; i++) {
+        b = exact(wire + i, 1);
+        rc = ws_parser_feed(&p, b, 1, &used, &ev);
+        got = rc == WS_OK && used == 1 && ev.type == WS_EV_MESSAGE;
+        if (got) {
+            CHECK(ev.compressed == 1 && same(ev.data, ev.len, msg, n));
+            CHECKM(ws_pmd_decompress(pmd, ev.data, ev.len, elen, 0, &out, &k) == WS_OK
+                   && same(out, k, expect, elen), "%s", expect);
+        }
+        free(b);
+    }
+    CHECKM(got && i == wn, "one byte at a time: rc %d, %zu of %zu", rc, i, wn);
+    ws_parser_free(&p);
+    ws_pmd_destroy(pmd);
+    if (elen) {
+        pmd = ws_pmd_create(&ag, NULL);
+        CHECK(decomp(pmd, msg, n, elen - 1, 0, &out, &k) == WS_ERR_TOO_BIG);
+        ws_pmd_destroy(pmd);
+    }
+    free(wire);
+}
+
+static void expect_msg(ws_pmd *s, const uint8_t *m, size_t n, const char *expect,
+                       const char *what)
+{
+    const uint8_t *out;
+    size_t k;
+    int rc = decomp(s, m, n, 1 << 20, 1, &out, &k);
+    CHECKM(rc == WS_OK && same(out, k, expect, strlen(expect)), "%s: rc %d \"%.*s\"", what,
+           rc, (int)k, (const char *)out);
+}
+
+static void test_blocks(void)
+{
+    ws_pmd_params takeover = params(1, 0, 15, 15), nct = params(1, 1, 15, 15);
+    uint8_t m[4096], ref_msg[256];
+    size_t n, rn;
+    ws_pmd *s;
+    z_stream z;
+    int pass;
+
+    /* A message that refers back into "Hello World" (the previous messages): what
+     * a client keeping its context sends next. */
+    memset(&z, 0, sizeof(z));
+    deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    deflateSetDictionary(&z, (const Bytef *)"Hello World", 11);
+    rn = zdeflate(&z, 6, Z_DEFAULT_STRATEGY, Z_SYNC_FLUSH, "Hello World", ref_msg,
+                  sizeof(ref_msg)) - 4;
+    deflateEnd(&z);
+    CHECK(rn < 8);                              /* it is a back reference */
+
+    for (pass = 0; pass < 2; pass++) {
+        ws_pmd_params ag = pass ? nct : takeover;
+        /* non-final stored blocks without the empty block a zlib sender adds: the
+         * payload ends at a block boundary (Node ws and Python websockets take it) */
+        s = ws_pmd_create(&ag, NULL);
+        n = put_stored(m, 0, "Hello", 5);
+        expect_msg(s, m, n, "Hello", "bare stored block");
+        n = put_stored(m, 0, " World", 6);
+        expect_msg(s, m, n, " World", "second bare stored block");
+        if (!pass)
+            expect_msg(s, ref_msg, rn, "Hello World", "back into two stored blocks");
+        /* the same with zlib's empty block (its header byte; 00 00 ff ff removed) */
+        n = put_stored(m, 0, "abc", 3);
+        m[n++] = 0x00;
+        expect_msg(s, m, n, "abc", "stored block then the empty block");
+        /* two stored blocks in one message, then an empty stored block, bare */
+        n = put_stored(m, 0, "ab", 2);
+        n += put_stored(m + n, 0, "cd", 2);
+        n += put_stored(m + n, 0, "", 0);
+        expect_msg(s, m, n, "abcd", "stored blocks and an empty one");
+        ws_pmd_destroy(s);
+
+        /* BFINAL stored block (RFC 7692 7.2.3.4), and the window survives it */
+        s = ws_pmd_create(&ag, NULL);
+        n = put_stored(m, 1, "Hello World", 11);
+        expect_msg(s, m, n, "Hello World", "BFINAL stored block");
+        if (!pass)
+            expect_msg(s, ref_msg, rn, "Hello World", "back across a BFINAL block");
+        /* a BFINAL fixed-Huffman block, then ignored bytes */
+        memset(&z, 0, sizeof(z));
+        deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_FIXED);
+        n = zdeflate(&z, 6, Z_FIXED, Z_FINISH, "fixed and final", m, sizeof(m));
+        deflateEnd(&z);
+        expect_msg(s, m, n, "fixed and final", "BFINAL fixed block");
+        ws_pmd_destroy(s);
+    }
+
+    /* mixed block types in one message: stored, fixed, dynamic, then a bare stored */
+    memset(&z, 0, sizeof(z));
+    deflateInit2(&z, 0, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+    n = zdeflate(&z, 0, Z_DEFAULT_STRATEGY, Z_BLOCK, "stored part, ", m, sizeof(m));
+    n += zdeflate(&z, 9, Z_FIXED, Z_BLOCK, "fixed part fixed part, ", m + n, sizeof(m) - n);
+    n += zdeflate(&z, 6, Z_DEFAULT_STRATEGY, Z_SYNC_FLUSH,
+                  "dynamic dynamic dynamic dynamic part, ", m + n, sizeof(m) - n);
+    deflateEnd(&z);
+    CHECK(n > 4 && memcmp(m + n - 4, "\x00\x00\xff\xff", 4) == 0);
+    {
+        static const char all[] = "stored part, fixed part fixed part, dynamic dynamic "
+                                  "dynamic dynamic part, ";
+        static const char more[] = "stored part, fixed part fixed part, dynamic dynamic "
+                                   "dynamic dynamic part, and stored";
+        size_t full = n;
+        s = ws_pmd_create(&takeover, NULL);
+        expect_msg(s, m, n - 4, all, "stored, fixed, dynamic");
+        ws_pmd_destroy(s);
+        bytewise(m, n - 4, all);
+        n = full + put_stored(m + full, 0, "and stored", 10);
+        s = ws_pmd_create(&takeover, NULL);
+        expect_msg(s, m, n, more, "stored, fixed, dynamic, bare stored");
+        /* the window goes on from the bare block: the back reference now copies
+         * from the end of this message, as plain zlib with that window says */
+        {
+            char want[64];
+            memset(&z, 0, sizeof(z));
+            inflateInit2(&z, -15);
+            inflateSetDictionary(&z, (const Bytef *)more, (uInt)strlen(more));
+            z.next_in = ref_msg;
+            z.avail_in = (uInt)rn;
+            z.next_out = (Bytef *)want;
+            z.avail_out = sizeof(want) - 1;
+            inflate(&z, Z_SYNC_FLUSH);
+            want[sizeof(want) - 1 - z.avail_out] = '\0';
+            inflateEnd(&z);
+            CHECK(strlen(want) == 11);
+            expect_msg(s, ref_msg, rn, want, "then a new message");
+        }
+        ws_pmd_destroy(s);
+        bytewise(m, n, more);
+    }
+    n = put_stored(m, 0, "Hello", 5);
+    bytewise(m, n, "Hello");
+    n = put_stored(m, 1, "Hello", 5);
+    bytewise(m, n, "Hello");
+
+    /* Found by fuzz_inflate: a Huffman block that ends byte-aligned and inflates to
+     * more than the first output buffer (4x its size + 256): where the payload ends
+     * is known only once all of its output is out. */
+    {
+        static const uint8_t run[] = { 0xca, 0x38, 0xbc, 0x70, 0x70, 0x70, 0x70, 0x70,
+                                       0x70, 0x70, 0x70, 0x70, 0x70, 0x70, 0x70, 0x70,
+                                       0x70, 0x70, 0x70, 0x70, 0x70, 0x39, 0x70, 0x70,
+                                       0x70, 0x00 };
+        ws_pmd_params w9 = params(1, 0, 15, 9);
+        const uint8_t *out;
+        uint8_t want[1024];
+        size_t k;
+        memset(&z, 0, sizeof(z));
+        inflateInit2(&z, -9);
+        inflateSetDictionary(&z, (const Bytef *)"HelloHello", 10);
+        z.next_in = (Bytef *)(uintptr_t)run;
+        z.avail_in = sizeof(run);
+        z.next_out = want;
+        z.avail_out = sizeof(want);
+        CHECK(inflate(&z, Z_SYNC_FLUSH) == Z_OK && z.avail_in == 0
+              && (z.data_type & (128 | 256 | 63)) == 128);
+        n = sizeof(want) - z.avail_out;
+        inflateEnd(&z);
+        CHECK(n > 4 * sizeof(run) + 256);
+        s = ws_pmd_create(&w9, NULL);
+        CHECK(decomp(s, HELLO_C, sizeof(HELLO_C), 4096, 1, &out, &k) == WS_OK);
+        CHECK(decomp(s, HELLO_C2, sizeof(HELLO_C2), 4096, 1, &out, &k) == WS_OK);
+        CHECK(decomp(s, run, sizeof(run), 4096, 1, &out, &k) == WS_OK && same(out, k, want, n));
+        ws_pmd_destroy(s);
+    }
+}
+
 /* ---- memory held, and throughput (informational) --------------------------------- */
 
 static void test_memory(void)
@@ -1042,7 +1257,10 @@ static void test_memory(void)
     ws_pmd_thread_cache_free();
 }
 
-static void bench(const char *name, ws_pmd_params ag, int level, int n_msgs)
+/* One direction: s deflates with ag's server_* parameters, c inflates (a peer using
+ * the same code).  idle: ws_pmd_release(c) after every message, as when a connection
+ * parks between messages (a context-takeover inflate stream is then rebuilt each time). */
+static void bench(const char *name, ws_pmd_params ag, int level, int n_msgs, int idle)
 {
     ws_pmd_params cl = mirror(ag);
     ws_pmd_policy pol;
@@ -1070,6 +1288,8 @@ static void bench(const char *name, ws_pmd_params ag, int level, int n_msgs)
         if (ws_pmd_decompress(c, out, n, sizeof(msg), 1, &out, &n) != WS_OK
             || n != sizeof(msg))
             fails++;
+        if (idle)
+            ws_pmd_release(c);
         td += (double)(clock() - t0);
     }
     CHECK(fails == 0);
@@ -1105,17 +1325,21 @@ int main(void)
     run("negotiation", test_negotiate);
     run("through the parser", test_parser);
     run("invalid data, UTF-8", test_invalid);
+    run("block types, one byte at a time", test_blocks);
     run("max_out and the bomb", test_limits);
     run("round trips", test_round_trips);
     run("memory", test_memory);
     printf("throughput, 1 KiB JSON-like text messages (informational; CPU time):\n");
     {
         int nb = g_quick ? 2000 : 20000;
-        bench("level 6, context takeover, windows 15", params(0, 0, 15, 15), 6, nb);
-        bench("level 6, no context takeover, 15", params(1, 1, 15, 15), 6, nb);
-        bench("level 6, context takeover, windows 9", params(0, 0, 9, 9), 6, nb);
-        bench("level 1, context takeover, windows 15", params(0, 0, 15, 15), 1, nb);
-        bench("level 1, no context takeover, 15", params(1, 1, 15, 15), 1, nb);
+        bench("level 6, context takeover, windows 15", params(0, 0, 15, 15), 6, nb, 0);
+        bench("level 6, no context takeover, 15", params(1, 1, 15, 15), 6, nb, 0);
+        bench("level 6, context takeover, windows 9", params(0, 0, 9, 9), 6, nb, 0);
+        bench("level 1, context takeover, windows 15", params(0, 0, 15, 15), 1, nb, 0);
+        bench("level 1, no context takeover, 15", params(1, 1, 15, 15), 1, nb, 0);
+        bench("level 1, context takeover, 12, idle", params(0, 0, 12, 12), 1, nb, 1);
+        bench("level 1, context takeover, 15, idle", params(0, 0, 15, 15), 1, nb, 1);
+        bench("level 1, no context takeover, 15, idle", params(1, 1, 15, 15), 1, nb, 1);
     }
     ws_pmd_destroy(NULL);
     ws_pmd_thread_cache_free();
