@@ -27,7 +27,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import OP_BINARY, OP_CLOSE, OP_TEXT, build_frame, close_payload, new_key
-from test_ws_609_abuse_helpers import (Canary, assert_memory_back, report,
+from support import (Canary, assert_memory_back, report,
                                        settled_rss_kb, wait_sessions)
 from wsutil import run
 

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import new_key
-from test_ws_609_abuse_helpers import (Canary, assert_memory_back, children, report,
+from support import (Canary, assert_memory_back, children, report,
                                        settled_rss_kb, wait_sessions)
 from wsutil import run
 

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWS
-from test_ws_609_abuse_helpers import (Canary, assert_memory_back, report, rss_kb,
+from support import (Canary, assert_memory_back, report, rss_kb,
                                        settled_rss_kb, wait_sessions, within_margin)
 
 MAX_QUEUE = 65536

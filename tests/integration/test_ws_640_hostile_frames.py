@@ -21,7 +21,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import (OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame)
-from test_ws_609_abuse_helpers import (SANITIZED, Canary, assert_memory_back, report,
+from support import (SANITIZED, Canary, assert_memory_back, report,
                                        rss_kb, settled_rss_kb, wait_sessions,
                                        within_margin)
 

@@ -24,7 +24,7 @@ from conftest import mpm_params
 from httpd import HTTPD, crash_lines
 from rawws import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for, build_frame,
                    close_payload, new_key)
-from test_ws_609_abuse_helpers import children, report, wait_sessions
+from support import children, report, wait_sessions
 from wsutil import run
 
 SESSIONS = {"event": 100, "worker": 40, "prefork": 40}

@@ -32,7 +32,7 @@ import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWS, accept_for,
-                   close_payload, new_key)
+                   close_payload, expect_code, new_key)
 from wsutil import connect, recv, run, run_node
 
 KiB = 1024
@@ -385,12 +385,6 @@ def recv_compressed(ws, timeout=30):
         parts.append(f.payload)
         if f.fin:
             return first.opcode, first.rsv == 4, b"".join(parts)
-
-
-def expect_code(ws, code, timeout=30):
-    got, reason = ws.expect_close(timeout=timeout)
-    assert got == code, f"expected close {code}, got {got} {reason!r}"
-    return reason
 
 
 def assert_compressed_echo(ws, bits=15, client_bits=15, data=None):
