@@ -26,6 +26,8 @@ Processes and memory (from /proc)
     settled_rss_kb(srv)      rss_kb once it stops moving (freed memory is returned lazily)
     PeakMemory(srv)          reset the children's VmHWM (clear_refs 5), later .peak_kb():
                              the sum of their VmHWM, the real peak of the section
+    kernel_buffer_max(rcvbuf)  bytes two TCP socket buffers may hold (tcp_wmem max +
+                             the client's receive buffer); limit_rcvbuf(sock) fixes that
     still_running(pids)      those of the pids that still run (zombies excluded)
     wait_gone(pids, timeout) assert all of them exit within the (scaled) timeout
 A raw asyncio client
@@ -46,6 +48,7 @@ time after a warm-up that lets glibc create its per-thread arenas and httpd its 
 import asyncio
 import os
 import re
+import socket
 import struct
 import threading
 import time
@@ -110,12 +113,16 @@ def still_running(pids):
     return {pid for pid in pids if (st := _stat(pid)) and st[0] != "Z"}
 
 
-def wait_gone(pids, timeout, what="old children"):
-    """Assert every one of the pids has exited within scaled(timeout) seconds."""
+def wait_gone(pids, timeout, what="old children", reaped=False):
+    """Assert every one of the pids has exited (reaped=True: and been reaped by its
+    parent, no zombie left) within scaled(timeout) seconds."""
+    def left_now():
+        return {p for p in pids if _stat(p)} if reaped else still_running(pids)
     deadline = time.monotonic() + scaled(timeout)
-    while (left := still_running(pids)) and time.monotonic() < deadline:
+    while (left := left_now()) and time.monotonic() < deadline:
         time.sleep(0.02)  # polling /proc for the processes' exit, with a deadline
-    assert not left, f"{what} {sorted(left)} still running {scaled(timeout)} s later"
+    assert not left, (f"{what} {sorted(left)} still "
+                      f"{'in /proc' if reaped else 'running'} {scaled(timeout)} s later")
 
 
 def _status_kb(pid, field):
@@ -131,6 +138,23 @@ def _status_kb(pid, field):
 
 def _rss_of(pid):
     return _status_kb(pid, "VmRSS")
+
+
+def kernel_buffer_max(rcvbuf=None):
+    """The most a TCP connection's two kernel buffers can hold (bytes): the sender's
+    tcp_wmem maximum and the receiver's SO_RCVBUF (or its tcp_rmem maximum): what may
+    be in flight beyond a server's queue."""
+    def top(name):
+        with open(f"/proc/sys/net/ipv4/{name}") as f:
+            return int(f.read().split()[2])
+    return top("tcp_wmem") + (rcvbuf if rcvbuf is not None else top("tcp_rmem"))
+
+
+def limit_rcvbuf(sock, size=65536):
+    """Fix a client socket's receive buffer (no autotuning); returns what the kernel
+    set (it doubles the value for its bookkeeping)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 class PeakMemory:

@@ -23,7 +23,7 @@ import pytest
 from conftest import mpm_params
 from rawws import new_key
 from support import (Canary, assert_memory_back, children, report,
-                                       settled_rss_kb, wait_sessions)
+                     settled_rss_kb, wait_sessions)
 from wsutil import run
 
 SLOW = 200

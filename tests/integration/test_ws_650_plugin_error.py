@@ -17,7 +17,7 @@ import pytest
 from conftest import mpm_params
 from rawws import OP_TEXT, RawWS, build_frame
 from support import (Canary, assert_memory_back, children, report,
-                                       settled_rss_kb, wait_sessions)
+                     settled_rss_kb, wait_sessions)
 
 FAILING = 200
 BYSTANDERS = 20
