@@ -23,6 +23,11 @@ from httpd import free_port
 from test_ws_800_pubsub import channel, probes_in_two_children
 from wsutil import run
 
+# test_redis_lost_then_back stops Redis under the servers: each child's publisher and
+# subscriber connection reports the loss at error level.
+ALLOWED_ERRORS = [r"WS00052: redis backplane (publisher|subscriber) connection to "
+                  r"\S+ lost"]
+
 REDIS_SERVER = "/usr/bin/redis-server"
 CHILDREN = 2                       # genconf's event MPM: StartServers 2 / ServerLimit 2
 PREFIX = "testprefix"
