@@ -170,7 +170,10 @@ class PeakMemory:
                 f.write("5")
 
     def peak_kb(self):
-        return sum(_status_kb(pid, "VmHWM") for pid in self.pids)
+        # the kernel folds per-thread RSS counters into VmHWM lazily: it may lag the
+        # current VmRSS by a few pages, so the peak is at least the present RSS
+        return sum(max(_status_kb(pid, "VmHWM"), _status_kb(pid, "VmRSS"))
+                   for pid in self.pids)
 
 
 def rss_kb(srv, pids=None):
