@@ -31,10 +31,12 @@ run_one() {
     if [ -n "${FUZZ_RUNS:-}" ]; then
         rm -rf "$dir/quick-corpus/$t"
         mkdir -p "$dir/quick-corpus/$t"
+        # the same inputs every time: no address randomization (comparisons of
+        # pointers feed libFuzzer's value tracing) and no periodic corpus reload
         { "$dir/fuzz_$t" "fuzz/corpus/$t" -runs=0 "${common[@]}" &&
-          "$dir/fuzz_$t" "$dir/quick-corpus/$t" "fuzz/corpus/$t" "${dict[@]}" \
-              -seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS" -print_final_stats=1 \
-              "${common[@]}"; } >"$dir/log/$t.log" 2>&1
+          setarch "$(uname -m)" -R "$dir/fuzz_$t" "$dir/quick-corpus/$t" "fuzz/corpus/$t" \
+              "${dict[@]}" -seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS" -reload=0 \
+              -print_final_stats=1 "${common[@]}"; } >"$dir/log/$t.log" 2>&1
     else
         mkdir -p "$dir/corpus/$t"
         "$dir/fuzz_$t" "$dir/corpus/$t" "fuzz/corpus/$t" "${dict[@]}" \
