@@ -20,6 +20,8 @@ Session-end lines (WS00040)
                              (client_port, plugin, driver, in_msgs, out_msgs, close,
                              closed_by)
     count_session_ends(text, **want)   how many of them match all of `want`
+    session_end_lines(text, ports) / wait_session_ends(srv, ports)
+                             {client port: the rest of its line}, for given ports
 Processes and memory (from /proc)
     children(srv)            pids of the server's running children
     rss_kb(srv)              sum of VmRSS of those children (KiB)
@@ -250,6 +252,29 @@ def session_ends(text):
             d[k] = int(d[k])
         out.append(d)
     return out
+
+
+def session_end_lines(text, ports):
+    """{client port: the rest of its WS00040 line} for the given client ports."""
+    out = {}
+    for line in text.splitlines():
+        m = re.search(r"\[client 127\.0\.0\.1:(\d+)\] WS00040: session end: (.*)", line)
+        if m and int(m.group(1)) in ports:
+            out[int(m.group(1))] = m.group(2)
+    return out
+
+
+def wait_session_ends(srv, ports, timeout=10.0):
+    """Poll the error log since the mark until every port has its session-end line."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        found = session_end_lines(srv.log_since_mark(), ports)
+        if len(found) == len(ports):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session-end lines for {sorted(set(ports) - set(found))} "
+                                 f"missing:\n{srv.log_since_mark()[-3000:]}")
+        time.sleep(0.05)  # polling the error log, with a deadline
 
 
 def count_session_ends(text, **want):

@@ -36,7 +36,7 @@ def test_stop_with_open_sessions(httpd_factory, mpm):
         assert c.recv_message() == (OP_TEXT, b"hi")
     t0 = time.monotonic()
     srv.stop()                          # asserts: no crash, no SIGKILL, no leftover child
-    assert time.monotonic() - t0 < 10, "httpd took too long to stop"
+    assert time.monotonic() - t0 < scaled(10), "httpd took too long to stop"
     for c in conns:
         c.expect_tcp_close(timeout=5)   # a close frame (1001) first is fine
         c.close()
