@@ -31,10 +31,11 @@ run_one() {
     if [ -n "${FUZZ_RUNS:-}" ]; then
         rm -rf "$dir/quick-corpus/$t"
         mkdir -p "$dir/quick-corpus/$t"
-        # the same inputs every time: no address randomization (comparisons of
-        # pointers feed libFuzzer's value tracing) and no periodic corpus reload
+        # the same inputs every time: no address randomization and the same (empty)
+        # environment, so that stack and heap addresses, which comparisons of pointers
+        # feed into libFuzzer's value tracing, are the same; no periodic corpus reload
         { "$dir/fuzz_$t" "fuzz/corpus/$t" -runs=0 "${common[@]}" &&
-          setarch "$(uname -m)" -R "$dir/fuzz_$t" "$dir/quick-corpus/$t" "fuzz/corpus/$t" \
+          env -i setarch "$(uname -m)" -R "$dir/fuzz_$t" "$dir/quick-corpus/$t" "fuzz/corpus/$t" \
               "${dict[@]}" -seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS" -reload=0 \
               -print_final_stats=1 "${common[@]}"; } >"$dir/log/$t.log" 2>&1
     else
