@@ -24,7 +24,8 @@ Session-end lines (WS00040)
                              {client port: the rest of its line}, for given ports
 Processes and memory (from /proc)
     children(srv)            pids of the server's running children
-    rss_kb(srv)              sum of VmRSS of those children (KiB)
+    rss_kb(srv)              sum of VmRSS of those children (KiB); proc_status_kb(pid,
+                             field) one field of /proc/PID/status (KiB)
     settled_rss_kb(srv)      rss_kb once it stops moving (freed memory is returned lazily)
     PeakMemory(srv)          reset the children's VmHWM (clear_refs 5), later .peak_kb():
                              the sum of their VmHWM, the real peak of the section
@@ -127,7 +128,7 @@ def wait_gone(pids, timeout, what="old children", reaped=False):
                       f"{'in /proc' if reaped else 'running'} {scaled(timeout)} s later")
 
 
-def _status_kb(pid, field):
+def proc_status_kb(pid, field):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -139,7 +140,7 @@ def _status_kb(pid, field):
 
 
 def _rss_of(pid):
-    return _status_kb(pid, "VmRSS")
+    return proc_status_kb(pid, "VmRSS")
 
 
 def kernel_buffer_max(rcvbuf=None):
@@ -174,7 +175,7 @@ class PeakMemory:
     def peak_kb(self):
         # the kernel folds per-thread RSS counters into VmHWM lazily: it may lag the
         # current VmRSS by a few pages, so the peak is at least the present RSS
-        return sum(max(_status_kb(pid, "VmHWM"), _status_kb(pid, "VmRSS"))
+        return sum(max(proc_status_kb(pid, "VmHWM"), proc_status_kb(pid, "VmRSS"))
                    for pid in self.pids)
 
 

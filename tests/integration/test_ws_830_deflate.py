@@ -33,7 +33,7 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 
 from rawws import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWS, accept_for,
                    close_payload, expect_code, new_key)
-from support import SANITIZED
+from support import SANITIZED, children, proc_status_kb
 from wsutil import connect, recv, run, run_node
 
 KiB = 1024
@@ -682,32 +682,6 @@ def bomb():
     return z
 
 
-def _children(ppid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid:
-            out.append(int(d))
-    return sorted(out)
-
-
-def _status_kb(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class Memory:
     """RSS of a server's children (sum of VmRSS) and its peak during a section: the sum
     of their VmHWM after resetting it through /proc/PID/clear_refs (root only; an upper
@@ -716,17 +690,17 @@ class Memory:
 
     def __init__(self, srv):
         self.srv = srv
-        self.pids = _children(srv.proc.pid)
+        self.pids = children(srv)
         assert self.pids, "no httpd children"
         self.sampled = 0
         self._stop = None
 
     def check_same_children(self):
-        now = _children(self.srv.proc.pid)
+        now = children(self.srv)
         assert now == self.pids, f"httpd children changed: {self.pids} -> {now}"
 
     def rss(self):
-        return sum(_status_kb(p, "VmRSS") for p in self.pids) * KiB
+        return sum(proc_status_kb(p, "VmRSS") for p in self.pids) * KiB
 
     def start_peak(self):
         self.hwm_ok = True
@@ -748,7 +722,7 @@ class Memory:
     def stop_peak(self):
         self._stop.set()
         self._thread.join()
-        hwm = sum(_status_kb(p, "VmHWM") for p in self.pids) * KiB if self.hwm_ok else 0
+        hwm = sum(proc_status_kb(p, "VmHWM") for p in self.pids) * KiB if self.hwm_ok else 0
         return max(hwm, self.sampled)
 
 
