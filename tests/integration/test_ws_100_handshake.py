@@ -5,9 +5,9 @@ import base64
 
 import pytest
 
-from conftest import mpm_params
 from rawws import (OP_BINARY, OP_TEXT, RawWS, accept_for, build_frame, http_request,
                    new_key, upgrade_request)
+from support import mpm_server
 from wsutil import connect, recv, run
 
 LOCATIONS = [
@@ -19,9 +19,7 @@ LOCATIONS = [
 ]
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS)
+server = mpm_server(LOCATIONS)
 
 
 def assert_good_101(resp, key):

@@ -14,11 +14,10 @@ import time
 
 import pytest
 
-from conftest import mpm_params
 from rawws import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, accept_for,
                    build_frame, close_payload, new_key)
 import support
-from support import scaled, wait_session_ends
+from support import mpm_server, scaled, wait_session_ends
 from wsutil import connect, recv, recv_json, run
 
 BLOCKING = "WebSocketDriver blocking\n"
@@ -31,10 +30,7 @@ LOCATIONS = [
 ]
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS,
-                         loglevel="warn websocket:info")
+server = mpm_server(LOCATIONS, loglevel="warn websocket:info")
 
 
 def expected_driver(server, path):

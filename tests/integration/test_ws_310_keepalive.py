@@ -13,11 +13,8 @@ wss at once:
 import asyncio
 import time
 
-import pytest
-
-from conftest import mpm_params
 from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Closed, RawWS
-from support import scaled, wait_session_ends
+from support import mpm_server, scaled, wait_session_ends
 from wsutil import connect, recv, run
 
 INTERVAL = 1.0
@@ -30,10 +27,7 @@ LOCATIONS = [
 ]
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS,
-                         loglevel="warn websocket:info")
+server = mpm_server(LOCATIONS, loglevel="warn websocket:info")
 
 
 def driver_for(server, path):

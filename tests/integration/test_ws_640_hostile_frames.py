@@ -20,9 +20,8 @@ import time
 
 import pytest
 
-from conftest import mpm_params
 from rawws import (OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, build_frame)
-from support import (SANITIZED, Canary, PeakMemory, assert_memory_back, report,
+from support import (mpm_server, SANITIZED, Canary, PeakMemory, assert_memory_back, report,
                      settled_rss_kb, wait_sessions, within_margin)
 
 LIMIT = 65536
@@ -34,9 +33,7 @@ PINGS = 50000
 PING_FLOOD_BOUND_KB = 24 * 1024
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def srv(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS)
+srv = mpm_server(LOCATIONS)
 
 
 @pytest.fixture

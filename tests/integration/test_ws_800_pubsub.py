@@ -27,9 +27,9 @@ import time
 import pytest
 
 import genconf
-from conftest import mpm_params
 from httpd import configtest
 from rawws import OP_CLOSE, OP_PING, OP_TEXT, Closed, RawWS, accept_for, new_key
+from support import mpm_server
 from wsutil import connect, expect_closed, recv, recv_json, run
 
 SMALL_QUEUE = 16384
@@ -51,10 +51,7 @@ MAX_DISCOVERY = 64          # connections opened at most to find two children
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS,
-                         extra_global=EXTRA)
+server = mpm_server(LOCATIONS, extra_global=EXTRA)
 
 
 def channel(name):
