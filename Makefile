@@ -3,7 +3,11 @@
 #   make            build build/mod_websocket.so and the plugins
 #   make demo       install what is missing, build, run httpd in the foreground
 #                   (PORT=8080: ws/http on PORT, wss/https on PORT+1)
-#   make check      install what is missing, build, run every test
+#   make check      install what is missing, build, run every test: unit, the whole
+#                   integration suite, a named subset of it against the ASan+UBSan build
+#                   (make check-asan-quick), deterministic fuzzing (make fuzz-quick); a
+#                   failing step does not stop the later ones (make -k), the exit status
+#                   says whether any failed
 #   make unit       C unit tests of the protocol core (ASan+UBSan)
 #   make install    into httpd's directories (DESTDIR, PREFIX; see conf/install.mk)
 #   make deb        Debian packages in build/deb/ (docs/packaging.md)
@@ -37,6 +41,12 @@ PLUGINS   := echo chat ticker probe badabi
 PLUGIN_SO := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 
 PYTHON    := /usr/bin/python3
+# pytest for every integration run: a summary of every non-pass (-ra), and a deadline per
+# test (python3-pytest-timeout) so that a hung test fails instead of stalling CI;
+# conftest.py makes exceptions in helper threads errors.
+PYTEST_TIMEOUT ?= 600
+PYTEST_CHECKS  := -ra --timeout=$(PYTEST_TIMEOUT)
+PYTEST_FLAGS   := -q -p no:cacheprovider $(PYTEST_CHECKS)
 
 .PHONY: all deps demo check unit integration clean
 
@@ -82,13 +92,11 @@ unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept $(BUILD)/te
 	$(BUILD)/test_accept
 
 integration: all
-	$(PYTHON) -m pytest -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+	$(PYTHON) -m pytest $(PYTEST_FLAGS) tests/integration $(PYTEST_ARGS)
 
 check: deps
 	$(MAKE) all
-	$(MAKE) unit
-	$(MAKE) fuzz-quick
-	$(MAKE) integration
+	$(MAKE) -k unit integration check-asan-quick fuzz-quick
 
 clean:
 	rm -rf $(BUILD)

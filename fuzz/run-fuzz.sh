@@ -8,6 +8,12 @@
 # runs (DIR/corpus/<target>, where new inputs go), with its dictionary if there is one
 # (fuzz/<target>.dict).  Logs: DIR/log/<target>.log; crashes, leaks, timeouts:
 # DIR/artifacts/<target>-*; summary: DIR/summary.txt.  Exits 1 if any target failed.
+#
+# Deterministic mode (make fuzz-quick, CI): with FUZZ_RUNS=N (and FUZZ_SEED, default 1)
+# each target first replays every committed seed once (-runs=0), then runs exactly N
+# inputs from seed FUZZ_SEED, starting from the committed seeds only (new inputs go to
+# a fresh DIR/quick-corpus/<target>): the same inputs on every run, so a failure is a
+# regression of the code, never a new random finding.  SECONDS is ignored then.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,15 +26,33 @@ mkdir -p "$dir/log" "$dir/artifacts"
 run_one() {
     local t=$1 dict=()
     [ -f "fuzz/$t.dict" ] && dict=("-dict=fuzz/$t.dict")
-    mkdir -p "$dir/corpus/$t"
     # -timeout: a unit taking 10 s is a hang; -rss_limit_mb: a leak or a bomb
-    "$dir/fuzz_$t" "$dir/corpus/$t" "fuzz/corpus/$t" "${dict[@]}" \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        -artifact_prefix="$dir/artifacts/$t-" >"$dir/log/$t.log" 2>&1
+    local common=(-timeout=10 -rss_limit_mb=2048 -artifact_prefix="$dir/artifacts/$t-")
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        rm -rf "$dir/quick-corpus/$t"
+        mkdir -p "$dir/quick-corpus/$t"
+        # the same inputs every time: no address randomization and the same (empty)
+        # environment, so that stack and heap addresses, which comparisons of pointers
+        # feed into libFuzzer's value tracing, are the same; no periodic corpus reload
+        { "$dir/fuzz_$t" "fuzz/corpus/$t" -runs=0 "${common[@]}" &&
+          env -i setarch "$(uname -m)" -R "$dir/fuzz_$t" "$dir/quick-corpus/$t" "fuzz/corpus/$t" \
+              "${dict[@]}" -seed="${FUZZ_SEED:-1}" -runs="$FUZZ_RUNS" -reload=0 \
+              -print_final_stats=1 "${common[@]}"; } >"$dir/log/$t.log" 2>&1
+    else
+        mkdir -p "$dir/corpus/$t"
+        "$dir/fuzz_$t" "$dir/corpus/$t" "fuzz/corpus/$t" "${dict[@]}" \
+            -max_total_time="$secs" -print_final_stats=1 "${common[@]}" \
+            >"$dir/log/$t.log" 2>&1
+    fi
     echo $? >"$dir/log/$t.rc"
 }
 
-echo "fuzzing ${targets[*]}: ${secs}s each, $jobs at a time (logs in $dir/log/)"
+if [ -n "${FUZZ_RUNS:-}" ]; then
+    echo "fuzzing ${targets[*]}: seeds replayed, then $FUZZ_RUNS inputs from seed" \
+         "${FUZZ_SEED:-1}, $jobs at a time (logs in $dir/log/)"
+else
+    echo "fuzzing ${targets[*]}: ${secs}s each, $jobs at a time (logs in $dir/log/)"
+fi
 running=0
 for t in "${targets[@]}"; do
     rm -f "$dir/log/$t.rc"

@@ -17,10 +17,13 @@
  *   send:SIZE           sends SIZE bytes (binary, 'x', uncompressed), then answers
  *                       "buffered:A:B:RV" (RV: what send returned)
  *   pubsize:N           publishes N bytes to channel "pubsize"; answers "pubsize:N:RV"
- *   hclose:CODE:REASON  a plugin thread closes through a handle (api->handle_close)
- *   flood:N:SIZE        a plugin thread sends N binary messages of SIZE bytes (>= 8)
+ *   flood:N:SIZE[:USEC] a plugin thread sends N binary messages of SIZE bytes (>= 8)
  *                       through a handle: an 8-byte big-endian sequence number, then
  *                       filler bytes (seq & 0xff); then the text "flood-done:N"
+ *                       (USEC: a pause after each message, for a flood a reader
+ *                       keeps up with)
+ *   thread-close:CODE:REASON  a plugin thread closes the connection through a handle
+ *   hclose:CODE:REASON  the same (api->handle_close; REASON of any length)
  *   anything else       echoed with its type
  *
  *   WebSocketHandler build/plugins/probe.so
@@ -177,8 +180,9 @@ typedef struct flood_job {
     ws_handle *h;
     unsigned long count;
     size_t size;
-    int close_code;               /* hclose: close with this instead of flooding */
-    char *reason;
+    unsigned long pace_us;
+    int close_code;         /* thread-close: handle_close instead of a flood */
+    char *reason;           /* thread-close (malloc'd: any length; the host cuts it) */
 } flood_job;
 
 static void *flood_main(void *arg)
@@ -188,11 +192,6 @@ static void *flood_main(void *arg)
     unsigned long seq;
     char done[64];
 
-    if (job->reason) {
-        api->handle_close(job->h, job->close_code, job->reason);
-        free(job->reason);
-        job->count = 0;
-    }
     for (seq = 0; buf && seq < job->count; seq++) {
         int i;
         for (i = 0; i < 8; i++) {
@@ -202,12 +201,19 @@ static void *flood_main(void *arg)
         if (api->handle_send(job->h, WS_BINARY, buf, job->size, 0) != WS_SUCCESS) {
             break;      /* closed or overflowing: the connection is going away */
         }
+        if (job->pace_us) {
+            usleep((useconds_t)job->pace_us);
+        }
     }
-    if (buf && seq == job->count && job->count) {
+    if (job->close_code) {
+        api->handle_close(job->h, job->close_code, job->reason);
+    }
+    else if (buf && seq == job->count) {
         snprintf(done, sizeof(done), "flood-done:%lu", job->count);
         api->handle_send(job->h, WS_TEXT, done, strlen(done), 0);
     }
     free(buf);
+    free(job->reason);
     api->handle_release(job->h);
     free(job);
     pthread_mutex_lock(&flood_mu);
@@ -217,29 +223,12 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
-static int start_flood(ws_conn *c, const char *args, int close)
+/* Run job on a detached plugin thread with a new handle to c. */
+static int start_job(ws_conn *c, flood_job *job)
 {
-    flood_job *job = calloc(1, sizeof(*job));
     pthread_t tid;
     sigset_t all, old;
-    char *end;
     int rv;
-    if (!job) {
-        return -1;
-    }
-    if (close) {
-        job->close_code = atoi(args);
-        job->reason = strdup((end = strchr(args, ':')) != NULL ? end + 1 : "");
-        if (!job->reason) {
-            free(job);
-            return -1;
-        }
-    }
-    job->count = strtoul(args, &end, 10);
-    job->size = *end == ':' ? strtoul(end + 1, NULL, 10) : 8;
-    if (job->size < 8) {
-        job->size = 8;
-    }
     job->h = api->handle_get(c);
     pthread_mutex_lock(&flood_mu);
     flood_running++;
@@ -296,6 +285,40 @@ static int probe_sizes(ws_conn *c, const char *cmd)
     return 1;
 }
 
+static int start_flood(ws_conn *c, const char *args)
+{
+    flood_job *job = calloc(1, sizeof(*job));
+    char *end;
+    if (!job) {
+        return -1;
+    }
+    job->count = strtoul(args, &end, 10);
+    job->size = *end == ':' ? strtoul(end + 1, &end, 10) : 8;
+    job->pace_us = *end == ':' ? strtoul(end + 1, NULL, 10) : 0;
+    if (job->size < 8) {
+        job->size = 8;
+    }
+    return start_job(c, job);
+}
+
+/* args: CODE:REASON */
+static int start_thread_close(ws_conn *c, const char *args)
+{
+    flood_job *job = calloc(1, sizeof(*job));
+    const char *reason = strchr(args, ':');
+    if (!job) {
+        return -1;
+    }
+    job->size = 8;
+    job->close_code = atoi(args);
+    job->reason = strdup(reason ? reason + 1 : "");
+    if (!job->reason) {
+        free(job);
+        return -1;
+    }
+    return start_job(c, job);
+}
+
 /* Run a text command (cmd: a writable NUL-terminated copy of the message).  Returns 1
  * if it was one, 0 if the message is to be echoed, -1 to fail the connection. */
 static int probe_command(ws_conn *c, char *cmd)
@@ -313,10 +336,13 @@ static int probe_command(ws_conn *c, char *cmd)
         return probe_sizes(c, cmd);
     }
     if (strncmp(cmd, "flood:", 6) == 0) {
-        return start_flood(c, cmd + 6, 0) == 0 ? 1 : -1;
+        return start_flood(c, cmd + 6) == 0 ? 1 : -1;
     }
-    if (strncmp(cmd, "hclose:", 7) == 0) {
-        return start_flood(c, cmd + 7, 1) == 0 ? 1 : -1;
+    if (strncmp(cmd, "hclose:", 7) == 0) {             /* the short name */
+        return start_thread_close(c, cmd + 7) == 0 ? 1 : -1;
+    }
+    if (strncmp(cmd, "thread-close:", 13) == 0) {
+        return start_thread_close(c, cmd + 13) == 0 ? 1 : -1;
     }
     if (strncmp(cmd, "sub:", 4) == 0 || strncmp(cmd, "unsub:", 6) == 0) {
         int sub = cmd[0] == 's';

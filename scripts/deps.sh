@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PACKAGES=(
     build-essential apache2 apache2-dev apache2-utils libapr1-dev libaprutil1-dev
     zlib1g-dev libhiredis-dev libssl-dev openssl
-    python3-pytest python3-websockets python3-h2 python3-wsproto
+    python3-pytest python3-pytest-timeout python3-websockets python3-h2 python3-wsproto
     python3-aiohttp python3-tornado python3-websocket
     nodejs npm node-ws
     redis-server chromium curl valgrind clang

@@ -402,6 +402,18 @@ class RawWS:
         self.close()
 
 
+def expect_code(conn, code, timeout=None):
+    """The server fails the connection with close `code` and nothing else: no data frame
+    may come before the close frame (the offending message, or anything after it, must
+    not be delivered or echoed; pings and pongs are allowed), and a TCP close without a
+    close frame fails.  Then the close is answered and the TCP close asserted.  Any data
+    the test expects before the failure must be read before calling this.  Returns the
+    close reason (bytes)."""
+    got, reason = conn.expect_close(timeout=timeout, skip_data=False)
+    assert got == code, f"expected close {code}, got {got} {reason!r}"
+    return reason
+
+
 def http_request(server, transport, raw, timeout=DEFAULT_TIMEOUT):
     """Send raw request bytes on a new connection; return the parsed Response."""
     ws = RawWS.connect(server, transport, timeout)

@@ -3,10 +3,11 @@
 import base64
 import hashlib
 import json
+import re
 
 import pytest
 
-from rawws import RawWS, upgrade_request
+from rawws import OP_TEXT, RawWS, accept_for, new_key, upgrade_request
 from wsutil import connect, recv_json, run
 
 import websockets
@@ -34,6 +35,7 @@ def server(httpd_factory, tmp_path_factory):
         {"path": "/bob-only", "plugin": "probe", "extra": auth + "Require user bob\n"},
         {"path": "/denied", "plugin": "probe", "extra": "Require all denied\n"},
         {"path": "/local", "plugin": "probe", "extra": "Require ip 127.0.0.1\n"},
+        {"path": "/not-local", "plugin": "probe", "extra": "Require ip 10.0.0.0/8\n"},
         {"path": "/open", "plugin": "probe"},
     ]
     return httpd_factory(mpm="event", tls=True, locations=locations)
@@ -72,10 +74,13 @@ def test_good_credentials_websockets_lib(server, transport):
     run(go())
 
 
-def test_wrong_user_403(server, transport):
+def test_wrong_user_401(server, transport):
     resp, _ = upgrade_request(server, transport, "/bob-only",
                               headers={"Authorization": basic("alice", "wonderland")})
-    assert resp.status in (401, 403), resp     # authenticated but not authorized
+    # authenticated but not authorized: httpd's basic auth answers 401 (another login
+    # may do), with a new challenge
+    assert resp.status == 401, resp
+    assert resp.header("WWW-Authenticate", "").startswith("Basic "), resp
     resp, _ = upgrade_request(server, transport, "/bob-only",
                               headers={"Authorization": basic("bob", "builder")})
     assert resp.status == 101, resp
@@ -108,3 +113,33 @@ def test_websockets_lib_sees_401(server, transport):
         assert ei.value.status_code == 401
 
     run(go())
+
+
+def test_require_ip_refuses_other_addresses(server, transport):
+    """Require ip with a network the client is not in: 403, and no session starts."""
+    server.mark_log()
+    resp, _ = upgrade_request(server, transport, "/not-local")
+    assert resp.status == 403, resp
+    resp, _ = upgrade_request(server, transport, "/local")      # the same, allowed
+    assert resp.status == 101, resp
+    server.wait_for_log(r"WS00040: session end: plugin=probe")
+    assert len(re.findall(r"WS00040: session end", server.log_since_mark())) == 1
+
+
+def test_upgrade_after_401_on_the_same_connection(server, transport):
+    """A browser retries with credentials on the keep-alive connection that got the
+    401: the upgrade on that reused connection succeeds."""
+    with RawWS.connect(server, transport) as ws:
+        hdrs = {"Host": f"{server.host}:{server.port_for(transport)}",
+                "Upgrade": "websocket", "Connection": "Upgrade",
+                "Sec-WebSocket-Key": new_key(), "Sec-WebSocket-Version": "13"}
+        resp = ws.request("GET", "/auth", hdrs)
+        assert resp.status == 401 and (resp.header("Connection") or "").lower() != "close"
+        key = new_key()
+        resp = ws.request("GET", "/auth", dict(hdrs, **{
+            "Sec-WebSocket-Key": key, "Authorization": basic("alice", "wonderland")}))
+        assert resp.status == 101, resp
+        assert resp.header("Sec-WebSocket-Accept") == accept_for(key)
+        assert json.loads(ws.recv_message()[1])["user"] == "alice"
+        ws.send_text("on the reused connection")
+        assert ws.recv_message() == (OP_TEXT, b"on the reused connection")

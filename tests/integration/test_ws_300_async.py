@@ -9,15 +9,15 @@ connection parks as soon as its input is handled, so every push finds it parked.
 """
 
 import asyncio
-import re
 import struct
 import time
 
 import pytest
 
-from conftest import mpm_params
 from rawws import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, accept_for,
-                   build_frame, close_payload, http_request, new_key)
+                   build_frame, close_payload, new_key)
+import support
+from support import mpm_server, scaled, wait_session_ends
 from wsutil import connect, recv, recv_json, run
 
 BLOCKING = "WebSocketDriver blocking\n"
@@ -30,10 +30,7 @@ LOCATIONS = [
 ]
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS,
-                         loglevel="warn websocket:info")
+server = mpm_server(LOCATIONS, loglevel="warn websocket:info")
 
 
 def expected_driver(server, path):
@@ -62,51 +59,10 @@ def open_pipelined(server, transport, path, first_bytes):
     return ws
 
 
-def server_status(server):
-    resp = http_request(server, "ws", b"GET /server-status?auto HTTP/1.1\r\n"
-                        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout=5)
-    assert resp.status == 200, resp
-    out = {}
-    for line in resp.body.decode().splitlines():
-        k, sep, v = line.partition(": ")
-        if sep:
-            out[k] = v
-    return out
-
-
 def wait_status(server, want, timeout=5.0):
     """Poll /server-status?auto until every key of `want` has that integer value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = server_status(server)
-        got = {k: int(st.get(k, -1)) for k in want}
-        if got == want:
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server-status: want {want}, got {got}")
-        time.sleep(0.05)  # polling server-status for a state, with a deadline
-
-
-def session_end_lines(text, ports):
-    """{client port: WS00040 line} for the given client ports."""
-    out = {}
-    for line in text.splitlines():
-        m = re.search(r"\[client 127\.0\.0\.1:(\d+)\] WS00040: session end: (.*)", line)
-        if m and int(m.group(1)) in ports:
-            out[int(m.group(1))] = m.group(2)
-    return out
-
-
-def wait_session_ends(server, ports, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = session_end_lines(server.log_since_mark(), ports)
-        if len(found) == len(ports):
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session-end lines for {sorted(set(ports) - set(found))} "
-                                 f"missing:\n{server.log_since_mark()[-3000:]}")
-        time.sleep(0.05)  # polling the error log, with a deadline
+    return support.wait_status(
+        server, lambda st: {k: int(st.get(k, -1)) for k in want} == want, want, timeout)
 
 
 def local_port(ws):
@@ -251,9 +207,10 @@ def test_publish_reaches_parked_subscriber(server, transport, path):
                     # each subscriber is silent: they park after their last input
                     t0 = time.monotonic()
                     await pub.send(f"pub:{channel}:news {i}")
-                    got = await asyncio.gather(*(recv(ws, timeout=1.0) for ws in subs))
+                    got = await asyncio.gather(*(recv(ws, timeout=scaled(1.0))
+                                                 for ws in subs))
                     assert got == [f"news {i}"] * nsubs
-                    assert time.monotonic() - t0 < 1.0
+                    assert time.monotonic() - t0 < scaled(1.0)
         finally:
             await asyncio.gather(*(ws.close() for ws in subs), return_exceptions=True)
 

@@ -4,8 +4,8 @@ The server has 2 children x 10 threads = 20 workers in all (AsyncRequestWorkerFa
 lets each child take 10 + 10 * 20 connections).  200 idle async sessions all stay open,
 none of them holds a worker (server-status BusyWorkers), every one still echoes, and a
 plain GET / is answered at once.  The same server with `WebSocketDriver blocking` cannot
-serve more sessions than it has threads: of 40 attempts at most 20 complete their
-handshake and echo within 2 s, and while they are open nothing else is served."""
+serve more sessions than it has threads: 20 sessions are served (handshake and echo),
+and while they are open neither a 21st session nor a plain GET / is (within 2 s)."""
 
 import asyncio
 import socket
@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from rawws import OP_TEXT, accept_for, build_frame, http_request, new_key
+from rawws import OP_TEXT, build_frame, http_request
+from support import AsyncRaw, scaled, wait_status
 from wsutil import connect, recv, run
 
 THREADS = 20
@@ -40,54 +41,10 @@ def server(httpd_factory):
                          mpm_settings=MPM_SETTINGS)
 
 
-def server_status(server, timeout=5.0):
-    resp = http_request(server, "ws", b"GET /server-status?auto HTTP/1.1\r\n"
-                        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout=timeout)
-    assert resp.status == 200, resp
-    out = {}
-    for line in resp.body.decode().splitlines():
-        k, sep, v = line.partition(": ")
-        if sep:
-            out[k] = v
-    return out
-
-
-def wait_status(server, check, what, timeout=5.0):
-    """Poll /server-status?auto until check(status) is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = server_status(server)
-        if check(st):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server-status never showed {what}: "
-                                 + ", ".join(f"{k}={st.get(k)}" for k in (
-                                     "BusyWorkers", "IdleWorkers",
-                                     "WebSocketSessionsAsync",
-                                     "WebSocketSessionsBlocking")))
-        time.sleep(0.05)  # polling server-status for a state, with a deadline
-
-
 async def raw_open(server, transport, path):
-    """A WebSocket handshake on an asyncio stream; (reader, writer) after the 101.
-    Cancelled (by a timeout) it closes its socket: no half-open client is left behind."""
-    ssl_ctx = server.ssl_for(transport)
-    reader, writer = await asyncio.open_connection(
-        server.host, server.port_for(transport), ssl=ssl_ctx,
-        server_hostname=server.host if ssl_ctx else None)
-    try:
-        key = new_key()
-        writer.write((f"GET {path} HTTP/1.1\r\nHost: {server.host}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                      ).encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        assert accept_for(key).encode() in head, head
-        return reader, writer
-    except BaseException:
-        writer.close()
-        raise
+    """A WebSocket handshake on an asyncio stream; (reader, writer) after the 101."""
+    raw = await AsyncRaw.open(server, transport, path)
+    return raw.reader, raw.writer
 
 
 async def raw_echo(conn, payload):
@@ -136,14 +93,14 @@ def test_idle_async_sessions_hold_no_thread(server, transport):
                 lambda st: int(st["WebSocketSessionsAsync"]) == SESSIONS
                 and int(st["BusyWorkers"]) <= 2,
                 f"{SESSIONS} async sessions with BusyWorkers <= 2")
-            took = await asyncio.to_thread(get_root, server, 2.0)
-            assert took is not None and took < 1.0, f"GET / took {took}"
+            took = await asyncio.to_thread(get_root, server, scaled(2.0))
+            assert took is not None and took < scaled(1.0), f"GET / took {took}"
             # all of them, at once, still echo
             await asyncio.gather(*(ws.send(f"again {i}") for i, ws in enumerate(conns)))
             got = await asyncio.gather(*(recv(ws, timeout=10) for ws in conns))
             assert got == [f"again {i}" for i in range(SESSIONS)]
-            took = await asyncio.to_thread(get_root, server, 2.0)
-            assert took is not None and took < 1.0, f"GET / took {took}"
+            took = await asyncio.to_thread(get_root, server, scaled(2.0))
+            assert took is not None and took < scaled(1.0), f"GET / took {took}"
         finally:
             await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
@@ -153,35 +110,33 @@ def test_idle_async_sessions_hold_no_thread(server, transport):
 
 
 def test_blocking_sessions_exhaust_threads(server):
-    """The contrast: with a thread per session, 40 attempts cannot all be served."""
-    attempts = 2 * THREADS
-
+    """The contrast: with a thread per session, THREADS sessions take every thread."""
     async def go():
         opened = []
 
-        async def try_one(i):
-            # handshake and one echo within 2 s, or it counts as not served
-            async def one():
-                conn = await raw_open(server, "ws", "/echo-blocking")
-                opened.append(conn)
-                return await raw_echo(conn, f"b{i}".encode())
+        async def one(i):
+            conn = await raw_open(server, "ws", "/echo-blocking")
+            opened.append(conn)
+            assert await raw_echo(conn, f"b{i}".encode())
 
-            try:
-                return await asyncio.wait_for(one(), 2.0)
-            except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError):
-                return False
+        async def extra():
+            conn = await raw_open(server, "ws", "/echo-blocking")
+            opened.append(conn)
+            return await raw_echo(conn, b"extra")
 
         try:
-            served = await asyncio.gather(*(try_one(i) for i in range(attempts)))
-            n = sum(served)
-            assert n <= THREADS, f"{n} blocking sessions served with {THREADS} threads"
-            assert n >= THREADS // 2, f"only {n} blocking sessions served"
-            # while the blocking sessions hold every thread, nothing else is served
-            if n == THREADS:
-                took = await asyncio.to_thread(get_root, server, 2.0)
-                assert took is None, f"GET / answered in {took}s with all threads held"
-            print(f"blocking: {n} of {attempts} served within 2 s")
-            return n
+            # the precondition: every thread holds a served session (server-status
+            # itself cannot be served now)
+            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(THREADS))),
+                                   scaled(20))
+            # then nothing else is served: neither one more session nor a GET
+            try:
+                served = await asyncio.wait_for(extra(), 2.0)
+            except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError):
+                served = False
+            assert not served, f"a session beyond the {THREADS} threads was served"
+            took = await asyncio.to_thread(get_root, server, 2.0)
+            assert took is None, f"GET / answered in {took}s with all threads held"
         finally:
             for _, writer in opened:
                 writer.close()

@@ -10,8 +10,6 @@ async; worker and prefork: 200, one thread / process each), a quarter of them ov
 """
 
 import asyncio
-import os
-import re
 import struct
 import subprocess
 import time
@@ -20,8 +18,9 @@ import pytest
 
 from conftest import mpm_params
 from httpd import HTTPD, crash_lines
-from rawws import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for, build_frame,
-                   close_payload, http_request, new_key)
+from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, build_frame, close_payload
+from support import (AsyncRaw, children, count_session_ends, scaled, still_running,
+                     wait_gone, wait_sessions)
 from wsutil import connect, recv, recv_json, run
 
 SESSIONS = {"event": 1000, "worker": 200, "prefork": 200}
@@ -44,41 +43,6 @@ MPM_SETTINGS = {
 LOCATIONS = [("/echo", "echo"), ("/probe", "probe")]
 
 
-# ---- processes ----------------------------------------------------------------------
-
-def _proc_stat(pid):
-    """(state, ppid) of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            st = f.read()
-    except OSError:
-        return None
-    fields = st[st.rindex(")") + 2:].split()
-    return fields[0], int(fields[1])
-
-
-def child_pids(ppid):
-    """Running (non-zombie) children of ppid."""
-    kids = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _proc_stat(name)
-            if st and st[1] == ppid and st[0] != "Z":
-                kids.add(int(name))
-    return kids
-
-
-def still_running(pids):
-    """The pids that still run (a zombie has exited; after a graceful stop the parent is
-    gone and a lingering child would be re-parented, so the parent is not checked)."""
-    out = set()
-    for pid in pids:
-        st = _proc_stat(pid)
-        if st and st[0] != "Z":
-            out.add(pid)
-    return out
-
-
 def signal_server(server, how):
     """apache2 -f CONF -k graceful|graceful-stop (signals the pid in the PidFile)."""
     p = subprocess.run([HTTPD, "-f", server.conf, "-k", how], stdin=subprocess.DEVNULL,
@@ -95,20 +59,8 @@ class Session:
 
     @classmethod
     async def open(cls, server, transport, path="/echo"):
-        ssl_ctx = server.ssl_for(transport)
-        reader, writer = await asyncio.open_connection(
-            server.host, server.port_for(transport), ssl=ssl_ctx,
-            server_hostname=server.host if ssl_ctx else None)
-        key = new_key()
-        writer.write((f"GET {path} HTTP/1.1\r\n"
-                      f"Host: {server.host}:{server.port_for(transport)}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                      ).encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        assert f"Sec-WebSocket-Accept: {accept_for(key)}".encode() in head, head
-        return cls(reader, writer, transport)
+        raw = await AsyncRaw.open(server, transport, path)
+        return cls(raw.reader, raw.writer, transport)
 
     async def recv_frame(self):
         b0, b1 = await self.reader.readexactly(2)
@@ -162,29 +114,13 @@ async def open_sessions(server, n):
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def status_sessions(server):
-    resp = http_request(server, "ws", b"GET /server-status?auto HTTP/1.1\r\n"
-                        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n", timeout=10)
-    st = dict(line.split(": ", 1) for line in resp.body.decode().splitlines()
-              if ": " in line)
-    return int(st["WebSocketSessionsAsync"]) + int(st["WebSocketSessionsBlocking"])
-
-
-def wait_sessions_open(server, n, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while (got := status_sessions(server)) != n:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server-status shows {got} open sessions, expected {n}")
-        time.sleep(0.05)  # polling server-status, with a deadline
-
-
 def count_1001_ends(server):
-    return len(re.findall(r"WS00040: session end: plugin=echo .* close=1001 "
-                          r"closed_by=server", server.log_since_mark()))
+    return count_session_ends(server.log_since_mark(), plugin="echo", close=1001,
+                              closed_by="server")
 
 
 def wait_1001_ends(server, n, timeout=10.0):
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while (got := count_1001_ends(server)) < n:
         if time.monotonic() > deadline:
             raise AssertionError(f"{got} of {n} session-end lines with close=1001 "
@@ -201,21 +137,20 @@ def test_graceful_closes_every_session(httpd_factory, mpm, how):
     n = SESSIONS[mpm]
     srv = httpd_factory(mpm=mpm, tls=True, locations=LOCATIONS,
                         loglevel="notice websocket:info", mpm_settings=MPM_SETTINGS[mpm])
-    ppid = srv.proc.pid
 
     async def go():
         t0 = time.monotonic()
         sessions = await open_sessions(srv, n)
         t_open = time.monotonic() - t0
-        await asyncio.to_thread(wait_sessions_open, srv, n)
-        old = child_pids(ppid)
+        await asyncio.to_thread(wait_sessions, srv, n)
+        old = set(children(srv))
         assert old
         srv.mark_log()
         waiters = [asyncio.ensure_future(s.wait_close()) for s in sessions]
         await asyncio.sleep(0)          # let every waiter start reading
         t_sig = time.monotonic()
         await asyncio.to_thread(signal_server, srv, how)
-        done, pending = await asyncio.wait(waiters, timeout=15)
+        done, pending = await asyncio.wait(waiters, timeout=scaled(15))
         for f in pending:
             f.cancel()
         results = [f.result() for f in waiters if f in done]
@@ -225,12 +160,12 @@ def test_graceful_closes_every_session(httpd_factory, mpm, how):
         assert not bad, f"{len(bad)} of {n} sessions closed otherwise: {bad[:10]}"
         latest = max(r[2] for r in results) - t_sig
         latest_eof = max(r[3] for r in results) - t_sig
-        assert latest <= CLOSE_DEADLINE, (
+        assert latest <= scaled(CLOSE_DEADLINE), (
             f"the last 1001 came {latest:.2f}s after the signal (TCP closes by "
             f"{latest_eof:.2f}s)")
 
         # the old generation is gone
-        deadline = t_sig + CHILDREN_GONE
+        deadline = t_sig + scaled(CHILDREN_GONE)
         while (left := still_running(old)) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)   # polling /proc, with a deadline
         assert not left, (f"{len(left)} of {len(old)} old children still running "
@@ -261,9 +196,7 @@ def test_graceful_closes_every_session(httpd_factory, mpm, how):
         run(after(), timeout=30)
         assert srv.alive()
         # the parent has reaped (and logged) every old child
-        deadline = time.monotonic() + 5
-        while any(_proc_stat(pid) for pid in old) and time.monotonic() < deadline:
-            time.sleep(0.02)  # polling /proc, with a deadline
+        wait_gone(old, 5, "old children (unreaped)", reaped=True)
     else:
         try:
             srv.proc.wait(timeout=10)

@@ -22,8 +22,8 @@ import pytest
 
 from conftest import mpm_params
 from rawws import new_key
-from test_ws_609_abuse_helpers import (Canary, assert_memory_back, children, report,
-                                       settled_rss_kb, wait_sessions)
+from support import (Canary, assert_memory_back, children, report, scaled,
+                     settled_rss_kb, wait_sessions)
 from wsutil import run
 
 SLOW = 200
@@ -31,7 +31,7 @@ SILENT = 50
 TLS_SHARE = 4
 HEADER_TIMEOUT = 2
 TRICKLE = 0.5                 # seconds between two header bytes
-SLACK = 10.0                  # a loaded machine (or an ASan build) is slower
+SLACK = scaled(10.0)          # a loaded machine (or an ASan build) is slower
 CLOSE_DEADLINE = 30.0         # a client gives up waiting for the close after this
 WORKERS = {"event": 50, "worker": 300, "prefork": 300}
 MPM_SETTINGS = {

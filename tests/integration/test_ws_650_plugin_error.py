@@ -16,8 +16,8 @@ import pytest
 
 from conftest import mpm_params
 from rawws import OP_TEXT, RawWS, build_frame
-from test_ws_609_abuse_helpers import (Canary, assert_memory_back, children, report,
-                                       settled_rss_kb, wait_sessions)
+from support import (Canary, assert_memory_back, children, report,
+                     settled_rss_kb, wait_sessions)
 
 FAILING = 200
 BYSTANDERS = 20

@@ -22,9 +22,8 @@ import pytest
 
 from conftest import mpm_params
 from httpd import HTTPD, crash_lines
-from rawws import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, accept_for, build_frame,
-                   close_payload, new_key)
-from test_ws_609_abuse_helpers import children, report, wait_sessions
+from rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, build_frame, close_payload
+from support import AsyncRaw, children, report, scaled, wait_gone, wait_sessions
 from wsutil import run
 
 SESSIONS = {"event": 100, "worker": 40, "prefork": 40}
@@ -51,19 +50,8 @@ class Session:
 
     @classmethod
     async def open(cls, srv, transport, idx):
-        ssl_ctx = srv.ssl_for(transport)
-        reader, writer = await asyncio.open_connection(
-            srv.host, srv.port_for(transport), ssl=ssl_ctx,
-            server_hostname=srv.host if ssl_ctx else None)
-        key = new_key()
-        writer.write((f"GET /echo HTTP/1.1\r\nHost: {srv.host}:{srv.port_for(transport)}"
-                      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                      ).encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        assert accept_for(key).encode() in head
-        return cls(reader, writer, idx)
+        raw = await AsyncRaw.open(srv, transport, "/echo")
+        return cls(raw.reader, raw.writer, idx)
 
     def message(self, seq):
         return f"session {self.idx} message {seq} ".encode() + b"x" * (seq % 200)
@@ -133,14 +121,19 @@ def test_graceful_restart_under_echo_load(httpd_factory, mpm):
         stop_sending = asyncio.Event()
         loads = [asyncio.ensure_future(s.load(stop_sending)) for s in sessions]
         await asyncio.sleep(LOAD_BEFORE_RESTART)    # the load runs before the restart
-        echoed_before = sum(s.echoed for s in sessions)
+        # the precondition: the restart comes during the load, not before it
+        echoed_before = [s.echoed for s in sessions]
+        assert min(echoed_before) >= WINDOW, (
+            f"before the restart only {min(echoed_before)} echoes on a session (of "
+            f"{sum(echoed_before)}): the load had not started")
+        assert not any(f.done() for f in loads), "a session ended before the restart"
         t_sig = time.monotonic()
         p = await asyncio.to_thread(
             subprocess.run, [HTTPD, "-f", srv.conf, "-k", "graceful"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             timeout=30)
         assert p.returncode == 0, p.stdout
-        done, pending = await asyncio.wait(loads, timeout=30)
+        done, pending = await asyncio.wait(loads, timeout=scaled(30))
         t_end = time.monotonic() - t_sig
         stop_sending.set()
         for f in pending:
@@ -148,7 +141,7 @@ def test_graceful_restart_under_echo_load(httpd_factory, mpm):
         assert not pending, f"{len(pending)} sessions still running 30 s after the restart"
         return sessions, echoed_before, t_end
 
-    sessions, echoed_before, t_end = run(go(), timeout=120)
+    sessions, echoed_before, t_end = run(go(), timeout=scaled(120))
     errors = [(s.idx, s.error) for s in sessions if s.error]
     codes = {}
     for s in sessions:
@@ -156,7 +149,8 @@ def test_graceful_restart_under_echo_load(httpd_factory, mpm):
     echoed = sum(s.echoed for s in sessions)
     in_flight = sum(s.sent - s.echoed for s in sessions)
     srv.wait_for_log(r"resuming normal operations", timeout=15)
-    report(f"660 graceful {mpm}", sessions=n, echoed_before_signal=echoed_before,
+    report(f"660 graceful {mpm}", sessions=n, echoed_before_signal=sum(echoed_before),
+           min_echoed_before_signal_per_session=min(echoed_before),
            echoed_total=echoed, unacknowledged_in_flight=in_flight, close_codes=codes,
            all_closed_within_s=f"{t_end:.2f}", errors=len(errors))
     assert not errors, errors[:10]
@@ -179,7 +173,4 @@ def test_graceful_restart_under_echo_load(httpd_factory, mpm):
 
     run(after(), timeout=30)
     wait_sessions(srv, 0)
-    deadline = time.monotonic() + 15
-    while (left := set(children(srv)) & old) and time.monotonic() < deadline:
-        time.sleep(0.1)  # polling /proc for the old generation's exit, with a deadline
-    assert not left, f"old children {sorted(left)} still running 15 s after the restart"
+    wait_gone(old, 15, "old children")

@@ -28,7 +28,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import OP_BINARY, RawWS, mask_bytes
-from test_ws_609_abuse_helpers import SANITIZED, MARGIN_KB, report, rss_kb, wait_sessions
+from support import SANITIZED, MARGIN_KB, report, rss_kb, wait_sessions
 
 TOTAL = 1_000_000
 WARMUP = 200_000                # first, on other connections (see below)

@@ -20,8 +20,14 @@ import time
 import pytest
 
 from httpd import free_port
+from support import scaled
 from test_ws_800_pubsub import channel, probes_in_two_children
 from wsutil import run
+
+# test_redis_lost_then_back stops Redis under the servers: each child's publisher and
+# subscriber connection reports the loss at error level.
+ALLOWED_ERRORS = [r"WS00052: redis backplane (publisher|subscriber) connection to "
+                  r"\S+ lost"]
 
 REDIS_SERVER = "/usr/bin/redis-server"
 CHILDREN = 2                       # genconf's event MPM: StartServers 2 / ServerLimit 2
@@ -118,6 +124,26 @@ async def open_both(stack, a, b):
     return [ps[0] for ps in pa.values()], [ps[0] for ps in pb.values()]
 
 
+async def until_crosses(publisher, remote, within=30):
+    """Publish from `publisher`, on a channel only `remote` (on the other server) listens
+    to, until one message crosses (bounded): a child finds its publisher connection dead
+    only when it next uses it, and subscriber connections come back with a backoff."""
+    ch = channel(f"try-{publisher.pid}")
+    await remote.sub(ch)
+    deadline = time.monotonic() + scaled(within)
+    for i in itertools.count():
+        await publisher.pub(ch, f"try {i}")
+        try:
+            got = await asyncio.wait_for(remote.ws.recv(), 0.5)
+            break
+        except asyncio.TimeoutError:
+            assert time.monotonic() < deadline, \
+                f"pid {publisher.pid}: nothing crossed to the other server " \
+                f"in {scaled(within)} s after Redis came back ({i + 1} tries)"
+    assert got.startswith("try "), got
+    await remote.unsub(ch)
+
+
 def test_cross_server_delivery(servers):
     """Published on one server, received by every subscriber on both, both ways; and
     1,000 messages from one publisher arrive in order on the other server."""
@@ -186,20 +212,7 @@ def test_redis_lost_then_back(servers, redis):
             # each child, on a channel only a subscriber on the other server listens
             # to, until one message crosses (bounded).
             for publisher, remote in [(p, on_b[0]) for p in on_a] + [(p, on_a[0]) for p in on_b]:
-                ch = channel(f"try-{publisher.pid}")
-                await remote.sub(ch)
-                deadline = time.monotonic() + 30
-                for i in itertools.count():
-                    await publisher.pub(ch, f"try {i}")
-                    try:
-                        got = await asyncio.wait_for(remote.ws.recv(), 0.5)
-                        break
-                    except asyncio.TimeoutError:
-                        assert time.monotonic() < deadline, \
-                            f"pid {publisher.pid}: nothing crossed to the other server " \
-                            f"in 30 s after Redis came back ({i + 1} tries)"
-                assert got.startswith("try "), got
-                await remote.unsub(ch)
+                await until_crosses(publisher, remote)
             # Now every message reaches every subscriber of both servers.
             ch = channel("back")
             for p in on_a + on_b:
@@ -217,3 +230,43 @@ def test_redis_lost_then_back(servers, redis):
                            since_mark=True)
         srv.assert_no_crash()
         assert srv.alive()
+
+
+def test_redis_down_at_startup(httpd_factory, tmp_path_factory):
+    """httpd starts while nothing listens on the Redis port: it starts, serves, and
+    delivers to all of its own children; when Redis comes up there, each child connects
+    (WS00051) and messages cross to and from a second server."""
+    redis = Redis(str(tmp_path_factory.mktemp("redis-late")))
+    port = free_port()
+    conf = f"WebSocketBackplane redis://127.0.0.1:{port}/{PREFIX}late\n"
+    a = httpd_factory(mpm="event", tls=False, locations=[("/probe", "probe")],
+                      extra_global=conf)
+    assert not re.search(r"WS00051: redis backplane", a.error_log_text())
+
+    async def local_only():
+        async with contextlib.AsyncExitStack() as stack:
+            on_a = [ps[0] for ps in (await probes_in_two_children(stack, a, "ws")).values()]
+            ch = channel("startup")
+            for p in on_a:
+                await p.sub(ch)
+            await on_a[1].pub(ch, "Redis is down")
+            await asyncio.gather(*(p.expect("Redis is down") for p in on_a))
+
+    run(local_only())
+    redis.start(port)
+    try:
+        wait_for_count(a, rf"WS00051: redis backplane subscriber connection to "
+                          rf"127\.0\.0\.1:{port} \(re\)established", CHILDREN,
+                       timeout=scaled(30))
+        b = httpd_factory(mpm="event", tls=False, locations=[("/probe", "probe")],
+                          extra_global=conf)
+
+        async def crossing():
+            async with contextlib.AsyncExitStack() as stack:
+                on_a, on_b = await open_both(stack, a, b)
+                for publisher, remote in [(on_b[0], on_a[0]), (on_a[1], on_b[1])]:
+                    await until_crosses(publisher, remote)
+
+        run(crossing(), timeout=scaled(90))
+    finally:
+        redis.kill()

@@ -14,9 +14,9 @@ import time
 import pytest
 
 import genconf
-from conftest import mpm_params
 from httpd import configtest
 from rawws import upgrade_request
+from support import mpm_server
 from wsutil import connect, recv, run
 
 LOCATIONS = [
@@ -36,9 +36,7 @@ KEYS = {"type", "from", "text", "ts"}
 GUEST = re.compile(r"^guest-\d{4}$")
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=LOCATIONS)
+server = mpm_server(LOCATIONS)
 
 
 class Chat:

@@ -1,7 +1,10 @@
 """RFC 6455 conformance of /echo: tests/conformance/wsconform.py (about 200 cases in the
 manner of Autobahn|Testsuite's fuzzing client) over ws and wss, on each MPM of
-WS_TEST_MPMS; no case may end FAILED (NON-STRICT is allowed and reported).  The JSON
-report goes to build/artifacts/wsconform-MPM-TRANSPORT.json.
+WS_TEST_MPMS; no case may end FAILED, nor NON-STRICT (a variation the RFC allows, such as
+dropping TCP instead of sending a close frame, answering 1000 instead of echoing the code,
+finding bad UTF-8 only at the end of a message, losing earlier echoes) unless it is in
+NON_STRICT_BASELINE below with its reason.  The JSON report goes to
+build/artifacts/wsconform-MPM-TRANSPORT.json.
 
 Also an interoperability check with an independent client implementation (Debian's
 python3-websockets, which offers permessage-deflate like browsers do).
@@ -13,9 +16,8 @@ import os
 import subprocess
 import sys
 
-import pytest
 
-from conftest import mpm_params
+from support import mpm_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -23,9 +25,11 @@ WSCONFORM = os.path.join(REPO, "tests", "conformance", "wsconform.py")
 ARTIFACTS = os.path.join(REPO, "build", "artifacts")
 
 
-@pytest.fixture(scope="module", params=mpm_params())
-def server(request, httpd_factory):
-    return httpd_factory(mpm=request.param, tls=True, locations=[("/echo", "echo")])
+# Cases allowed to end NON-STRICT, per MPM: {case id: the reason}.  Empty: the module
+# gives the strict answer to every case on every MPM.
+NON_STRICT_BASELINE = {"event": {}, "worker": {}, "prefork": {}}
+
+server = mpm_server([("/echo", "echo")])
 
 
 def test_wsconform(server, transport):
@@ -43,17 +47,21 @@ def test_wsconform(server, transport):
         doc = json.load(f)
     s = doc["summary"]
     assert s["total"] >= 150, f"only {s['total']} cases ran"
-    bad = [c for c in doc["cases"] if c["status"] == "FAILED"]
+    allowed = NON_STRICT_BASELINE[server.mpm]
+    bad = [c for c in doc["cases"] if c["status"] == "FAILED"
+           or (c["status"] == "NON-STRICT" and c["id"] not in allowed)]
     lines = []
     for c in bad:
         lines.append(f"{c['id']} {c['description']}")
         lines += [f"    - {n}" for n in c["notes"]]
         lines += [f"      {t}" for t in c["trace"][-8:]]
     assert p.returncode == 0 and not bad, (
-        f"{len(bad)} of {s['total']} cases FAILED over {transport} ({server.mpm}); "
+        f"{len(bad)} of {s['total']} cases FAILED or NON-STRICT (beyond the baseline) "
+        f"over {transport} ({server.mpm}); "
         f"OK {s['ok']}, NON-STRICT {s['non_strict']}\n" + "\n".join(lines)
         + (f"\n{p.stderr}" if p.returncode not in (0, 1) else ""))
-    assert s["passed"] == s["total"]
+    assert p.returncode == 0 and s["passed"] == s["total"]
+    assert s["ok"] + s["non_strict"] == s["total"] and s["non_strict"] <= len(allowed)
 
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 1 << 20, (1 << 20) + 1, 4 << 20]
@@ -63,7 +71,7 @@ def test_independent_client(server, transport):
     """python3-websockets (a separate RFC 6455 implementation, offering permessage-deflate)
     exchanges text and binary messages of every length class with /echo and closes
     cleanly with 1000."""
-    websockets = pytest.importorskip("websockets", reason="python3-websockets not installed")
+    import websockets
 
     async def run():
         ssl_ctx = server.ssl_for(transport)
