@@ -23,6 +23,9 @@ KEYS = (["WebSocketSessionsAsync", "WebSocketSessionsBlocking", "WebSocketSessio
            "WebSocketBackplaneRingInvalid", "WebSocketBackplaneRingTorn",
            "WebSocketBackplaneRedisIn", "WebSocketBackplaneRedisDropped"])
 
+# test_redis_backplane_state kills redis-server on purpose
+ALLOWED_ERRORS = [r"WS00052: redis backplane (publisher|subscriber) connection to \S+ lost"]
+
 LOCATIONS = [("/echo", "echo"),
              {"path": "/probe", "plugin": "probe", "max_queue": 65536}]
 
