@@ -2599,7 +2599,7 @@ static int ws_origin_allowed(request_rec *r, const ws_dir_conf *conf, const char
     /* DNS rebinding: attacker.example resolved to this server gives Host and Origin
      * attacker.example, equal but not ours (docs/security.md). */
     if (conf->check_host && !ws_host_known(r, hostname)) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00035: Host '%s' is not a name "
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00037: Host '%s' is not a name "
                       "of this virtual host (WebSocketCheckHost)", hostname);
         return 0;
     }
@@ -2700,26 +2700,49 @@ static void ws_prepare_connection(request_rec *r)
     c->keepalive = AP_CONN_CLOSE;
 }
 
-static int ws_handler(request_rec *r)
+/* RFC 7692 5: accept the first acceptable permessage-deflate offer of r, if any, and set
+ * the response header and the parser's limits for s.  Handler thread, before the 101. */
+static void ws_negotiate_deflate(request_rec *r, ws_conn *s, const ws_dir_conf *conf)
 {
-    ws_dir_conf *conf = ap_get_module_config(r->per_dir_config, &websocket_module);
+    /* The server never keeps a deflate stream per connection (server_no_context_takeover);
+     * clients may keep theirs unless WebSocketCompressionContextTakeover is off. */
+    ws_pmd_policy policy;
+    ws_pmd_params agreed;
+    char response[WS_PMD_RESPONSE_MAX];
+    ws_pmd_policy_default(&policy);
+    policy.max_window_bits = conf->comp_window_bits;
+    /* zlib cannot deflate with an 8-bit window: never ask a client for less than 9
+     * (we inflate with 9 or more anyway). */
+    policy.client_max_window_bits = conf->comp_window_bits < 9 ? 9 : conf->comp_window_bits;
+    /* By default a client keeps its context only if it can be held to a small
+     * window (it offered client_max_window_bits): some clients ignore a
+     * client_no_context_takeover they cannot parse (docs/clients.md). */
+    if (conf->comp_takeover < 0 && policy.client_max_window_bits > WS_DEFAULT_CLIENT_WINDOW) {
+        policy.client_max_window_bits = WS_DEFAULT_CLIENT_WINDOW;
+    }
+    policy.mem_level = conf->comp_mem_level;
+    policy.level = conf->comp_level;
+    policy.server_no_context_takeover = 1;
+    policy.client_no_context_takeover = conf->comp_takeover == 0;
+    if (ws_pmd_negotiate(apr_table_get(r->headers_in, "Sec-WebSocket-Extensions"),
+                         &policy, &agreed, response, sizeof(response))
+        && (s->pmd = ws_pmd_create(&agreed, &policy)) != NULL) {
+        apr_table_set(r->headers_out, "Sec-WebSocket-Extensions", response);
+        s->parser.allowed_rsv = WS_RSV1;
+        /* Incompressible data grows a little when deflated: the parser bounds wire
+         * bytes with some slack, the real limit is checked after inflating (and
+         * for uncompressed messages in ws_on_event). */
+        s->parser.max_message = (uint64_t)conf->max_message
+                                + (uint64_t)conf->max_message / 16 + 1024;
+    }
+}
+
+/* A new session for the upgrade request r on its connection (in c->pool, registered,
+ * its handle held by this thread as I/O owner), or NULL out of memory.  Handler thread. */
+static ws_conn *ws_session_create(request_rec *r, ws_dir_conf *conf)
+{
     conn_rec *c = r->connection;
     ws_conn *s;
-    ws_request req;
-    char accept[WS_ACCEPT_LEN + 1];
-    int status;
-
-    if (!conf->inst || r->main) {
-        return DECLINED;
-    }
-    status = ws_handshake_status(r, conf);
-    if (status != OK) {
-        return status;
-    }
-    /* An HTTP/2 stream holds an h2 worker for the session's life: within a cap. */
-    if (c->master && !ws_h2_admit(r)) {
-        return HTTP_SERVICE_UNAVAILABLE;
-    }
 
     s = apr_pcalloc(c->pool, sizeof(*s));
     s->c = c;
@@ -2742,7 +2765,7 @@ static int ws_handler(request_rec *r)
     s->h = ws_handle_create(s, (apr_size_t)conf->max_queue);
     if (!s->h) {
         ws_parser_free(&s->parser);
-        return HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
     /* A pre-cleanup: sub-pools and buckets of c->pool are still there when it runs. */
     apr_pool_pre_cleanup_register(c->pool, s, ws_session_cleanup);
@@ -2754,6 +2777,19 @@ static int ws_handler(request_rec *r)
         ws_heap_churn_add(WS_TLS_CHURN);
     }
 
+    return s;
+}
+
+/* The plugin's on_open for the upgrade request r: OK, or the HTTP error status it
+ * refuses with (a status outside 4xx/5xx becomes 500).  Handler thread. */
+static int ws_call_on_open(request_rec *r, ws_conn *s)
+{
+    ws_request req;
+    int status;
+
+    if (!s->inst->p.on_open) {
+        return OK;
+    }
     memset(&req, 0, sizeof(req));
     req.size = sizeof(req);
     req.uri = r->uri;
@@ -2762,19 +2798,45 @@ static int ws_handler(request_rec *r)
     req.user = r->user;
     req.origin = apr_table_get(r->headers_in, "Origin");
     req.protocols = s->offered;
-    req.secure = ap_ssl_conn_is_ssl(c);
-    if (s->inst->p.on_open) {
-        status = s->inst->p.on_open(s, &req);
-        if (status != 0) {
-            if (status < 400 || status > 599) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "WS00035: plugin %s on_open "
-                              "returned %d, not an HTTP error status", s->inst->p.name, status);
-                status = HTTP_INTERNAL_SERVER_ERROR;
-            }
-            apr_brigade_cleanup(s->bbout);
-            ws_session_end(s);
-            return status;
-        }
+    req.secure = ap_ssl_conn_is_ssl(r->connection);
+    status = s->inst->p.on_open(s, &req);
+    if (status != 0 && (status < 400 || status > 599)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "WS00035: plugin %s on_open "
+                      "returned %d, not an HTTP error status", s->inst->p.name, status);
+        status = HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return status == 0 ? OK : status;
+}
+
+static int ws_handler(request_rec *r)
+{
+    ws_dir_conf *conf = ap_get_module_config(r->per_dir_config, &websocket_module);
+    conn_rec *c = r->connection;
+    ws_conn *s;
+    char accept[WS_ACCEPT_LEN + 1];
+    int status;
+
+    if (!conf->inst || r->main) {
+        return DECLINED;
+    }
+    status = ws_handshake_status(r, conf);
+    if (status != OK) {
+        return status;
+    }
+    /* An HTTP/2 stream holds an h2 worker for the session's life: within a cap. */
+    if (c->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    s = ws_session_create(r, conf);
+    if (!s) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    status = ws_call_on_open(r, s);
+    if (status != OK) {
+        apr_brigade_cleanup(s->bbout);
+        ws_session_end(s);
+        return status;
     }
     s->opened = 1;
     ws_status_session_open(s->async);
@@ -2782,38 +2844,7 @@ static int ws_handler(request_rec *r)
     ws_accept_key(apr_table_get(r->headers_in, "Sec-WebSocket-Key"), accept);
     apr_table_clear(r->headers_out);
     if (conf->compression) {
-        /* RFC 7692 5: accept the first acceptable permessage-deflate offer.  The server
-         * never keeps a deflate stream per connection (server_no_context_takeover);
-         * clients may keep theirs unless WebSocketCompressionContextTakeover is off. */
-        ws_pmd_policy policy;
-        ws_pmd_params agreed;
-        char response[WS_PMD_RESPONSE_MAX];
-        ws_pmd_policy_default(&policy);
-        policy.max_window_bits = conf->comp_window_bits;
-        /* zlib cannot deflate with an 8-bit window: never ask a client for less than 9
-         * (we inflate with 9 or more anyway). */
-        policy.client_max_window_bits = conf->comp_window_bits < 9 ? 9 : conf->comp_window_bits;
-        /* By default a client keeps its context only if it can be held to a small
-         * window (it offered client_max_window_bits): some clients ignore a
-         * client_no_context_takeover they cannot parse (docs/clients.md). */
-        if (conf->comp_takeover < 0 && policy.client_max_window_bits > WS_DEFAULT_CLIENT_WINDOW) {
-            policy.client_max_window_bits = WS_DEFAULT_CLIENT_WINDOW;
-        }
-        policy.mem_level = conf->comp_mem_level;
-        policy.level = conf->comp_level;
-        policy.server_no_context_takeover = 1;
-        policy.client_no_context_takeover = conf->comp_takeover == 0;
-        if (ws_pmd_negotiate(apr_table_get(r->headers_in, "Sec-WebSocket-Extensions"),
-                             &policy, &agreed, response, sizeof(response))
-            && (s->pmd = ws_pmd_create(&agreed, &policy)) != NULL) {
-            apr_table_set(r->headers_out, "Sec-WebSocket-Extensions", response);
-            s->parser.allowed_rsv = WS_RSV1;
-            /* Incompressible data grows a little when deflated: the parser bounds wire
-             * bytes with some slack, the real limit is checked after inflating (and
-             * for uncompressed messages in ws_on_event). */
-            s->parser.max_message = (uint64_t)conf->max_message
-                                    + (uint64_t)conf->max_message / 16 + 1024;
-        }
+        ws_negotiate_deflate(r, s, conf);
     }
     apr_table_setn(r->headers_out, "Upgrade", "websocket");
     apr_table_setn(r->headers_out, "Connection", "Upgrade");

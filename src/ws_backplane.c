@@ -204,6 +204,8 @@ static redisContext *ws_redis_connect(ws_bp *bp, int sub)
         }
         return NULL;
     }
+    /* No command may wait for Redis forever: a child's stop joins this thread. */
+    redisSetTimeout(c, tv);
     if (bp->redis_pass) {
         redisReply *reply = bp->redis_user
             ? redisCommand(c, "AUTH %s %s", bp->redis_user, bp->redis_pass)

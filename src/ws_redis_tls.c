@@ -67,16 +67,39 @@ static int ws_tcp_connect(const char *host, int port, int ms)
     return fd;
 }
 
-/* Write all of buf through ssl; 0 or -1. */
-static int ws_ssl_write_all(SSL *ssl, const char *buf, int n)
+/* The TCP socket is non-blocking once the handshake is done: a TLS 1.3 server's
+ * session tickets make the socket readable with no application data behind them, and a
+ * blocking SSL_read would then wait for the server while the server waits for the
+ * command hiredis has queued for us (a deadlock).  Wait for what OpenSSL wants after a
+ * call that returned rv: 0, or -1 for a real error. */
+static int ws_ssl_wait(SSL *ssl, int fd, int rv)
+{
+    struct pollfd p = { fd, 0, 0 };
+    switch (SSL_get_error(ssl, rv)) {
+    case SSL_ERROR_WANT_READ:
+        p.events = POLLIN;
+        break;
+    case SSL_ERROR_WANT_WRITE:
+        p.events = POLLOUT;
+        break;
+    default:
+        return -1;
+    }
+    return poll(&p, 1, -1) < 0 && errno != EINTR ? -1 : 0;
+}
+
+/* Write all of buf through ssl (fd: its socket); 0 or -1. */
+static int ws_ssl_write_all(SSL *ssl, int fd, const char *buf, int n)
 {
     while (n > 0) {
         int w = SSL_write(ssl, buf, n);
-        if (w <= 0) {
+        if (w > 0) {
+            buf += w;
+            n -= w;
+        }
+        else if (ws_ssl_wait(ssl, fd, w) != 0) {
             return -1;
         }
-        buf += w;
-        n -= w;
     }
     return 0;
 }
@@ -110,14 +133,22 @@ static void *ws_tls_pump_main(void *arg)
         }
         if (ready > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             ssize_t n = read(p->local, buf, sizeof(buf));
-            if (n <= 0 || ws_ssl_write_all(p->ssl, buf, (int)n) != 0) {
+            if (n <= 0 || ws_ssl_write_all(p->ssl, p->tcp, buf, (int)n) != 0) {
                 break;            /* hiredis freed its context, or TLS failed */
             }
         }
         if (ready == 0 || (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             int n = SSL_read(p->ssl, buf, sizeof(buf));
-            if (n <= 0 || ws_write_all(p->local, buf, n) != 0) {
-                break;            /* the server closed, or hiredis is gone */
+            if (n <= 0) {
+                if (SSL_get_error(p->ssl, n) == SSL_ERROR_WANT_READ) {
+                    continue;     /* a record without application data (a ticket) */
+                }
+                if (ws_ssl_wait(p->ssl, p->tcp, n) != 0) {
+                    break;        /* the server closed, or TLS failed */
+                }
+            }
+            else if (ws_write_all(p->local, buf, n) != 0) {
+                break;            /* hiredis is gone */
             }
         }
     }
@@ -199,6 +230,7 @@ redisContext *ws_redis_tls_connect(const char *host, int port, const char *cafil
         struct timeval none = { 0, 0 };
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);     /* see ws_ssl_wait */
     }
     p->ssl = ssl;
     p->tcp = fd;

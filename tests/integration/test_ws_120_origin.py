@@ -127,7 +127,7 @@ def test_dns_rebinding_refused(server, transport, path):
     not a name of this virtual host (WebSocketCheckHost on by default)."""
     server.mark_log()
     assert host_status(server, transport, path, "attacker.example") == 403
-    server.wait_for_log(r"WS00035: Host 'attacker.example' is not a name")
+    server.wait_for_log(r"WS00037: Host 'attacker.example' is not a name")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "chat.example", "CHAT.example",
