@@ -40,8 +40,9 @@ MPM_SETTINGS = {
 
 
 class Session:
-    def __init__(self, reader, writer, idx):
-        self.reader, self.writer, self.idx = reader, writer, idx
+    def __init__(self, raw, idx):
+        self.raw, self.idx = raw, idx
+        self.reader, self.writer = raw.reader, raw.writer
         self.sent = 0
         self.echoed = 0
         self.close_code = None
@@ -51,19 +52,13 @@ class Session:
     @classmethod
     async def open(cls, srv, transport, idx):
         raw = await AsyncRaw.open(srv, transport, "/echo")
-        return cls(raw.reader, raw.writer, idx)
+        return cls(raw, idx)
 
     def message(self, seq):
         return f"session {self.idx} message {seq} ".encode() + b"x" * (seq % 200)
 
     async def recv_frame(self):
-        b0, b1 = await self.reader.readexactly(2)
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", await self.reader.readexactly(2))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
-        return b0, await self.reader.readexactly(n)
+        return await self.raw.recv_frame()
 
     async def load(self, stop_sending):
         """Keep WINDOW messages in flight until the server's close frame."""
