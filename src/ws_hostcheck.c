@@ -6,6 +6,7 @@
 #include "httpd.h"
 #include "apr_network_io.h"
 #include "apr_strings.h"
+#include "apr_uri.h"
 
 #include "ws_hostcheck.h"
 
@@ -55,4 +56,29 @@ int ws_host_known(request_rec *r, const char *hostname)
         return 1;
     }
     return strcasecmp(hostname, "localhost") == 0 && ws_is_loopback(c);
+}
+
+const char *ws_lower(apr_pool_t *p, const char *s)
+{
+    char *copy = apr_pstrdup(p, s);
+    ap_str_tolower(copy);
+    return copy;
+}
+
+/* Normalize an origin "scheme://host[:port]" to lower case with an explicit port.
+ * Returns NULL if it is not of that form. */
+const char *ws_origin_normalize(apr_pool_t *p, const char *origin)
+{
+    apr_uri_t u;
+    apr_port_t port;
+    if (apr_uri_parse(p, origin, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+        || (u.path && *u.path && strcmp(u.path, "/") != 0) || u.query || u.user) {
+        return NULL;
+    }
+    port = u.port ? u.port : apr_uri_port_of_scheme(u.scheme);
+    if (!port) {
+        return NULL;
+    }
+    return apr_psprintf(p, "%s://%s:%u", ws_lower(p, u.scheme), ws_lower(p, u.hostname),
+                        (unsigned)port);
 }

@@ -15,4 +15,11 @@
  * connection. */
 int ws_host_known(request_rec *r, const char *hostname);
 
+/* s in lower case (ASCII), in p. */
+const char *ws_lower(apr_pool_t *p, const char *s);
+
+/* An Origin header as "scheme://host:port" in lower case with the default port made
+ * explicit, or NULL if it is not an origin. */
+const char *ws_origin_normalize(apr_pool_t *p, const char *origin);
+
 #endif

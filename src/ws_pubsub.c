@@ -1,0 +1,203 @@
+/*
+ * ws_pubsub.c - channels: subscriptions, delivery to this child's subscribers, and
+ * publishing through the backplane.  See ws_pubsub.h.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mod_websocket.h"
+#include "ws_channel.h"
+#include "ws_proto.h"
+#include "ws_pubsub.h"
+
+static ws_bp *ws_backplane;            /* this generation's backplane, or NULL (off) */
+
+void ws_pubsub_set_backplane(ws_bp *bp)
+{
+    ws_backplane = bp;
+}
+
+ws_bp *ws_pubsub_backplane(void)
+{
+    return ws_backplane;
+}
+
+/*
+ * Per child: channel name -> subscribers, in a hash table under one read-write lock.
+ * Subscribing and unsubscribing (I/O threads) write; delivery (the backplane's reader
+ * threads) reads, and queues one shared payload to every subscriber's handle.  The
+ * backplane carries every publish to every child, this child included, so local and
+ * remote subscribers see one order.
+ */
+#define WS_CHANNEL_BUCKETS 1024
+
+struct ws_sub {
+    struct ws_sub *prev, *next;   /* in the channel's subscriber list */
+    struct ws_sub *conn_next;     /* in the connection's list */
+    struct ws_channel *ch;
+    ws_handle *h;                 /* a reference */
+};
+
+typedef struct ws_channel {
+    struct ws_channel *next;      /* hash chain */
+    ws_sub *subs;
+    size_t len;
+    char name[];
+} ws_channel;
+
+static pthread_rwlock_t ws_chan_lock = PTHREAD_RWLOCK_INITIALIZER;
+static ws_channel *ws_chan_table[WS_CHANNEL_BUCKETS];
+
+static unsigned ws_chan_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;          /* FNV-1a */
+    size_t i;
+    for (i = 0; i < len; i++) {
+        h = (h ^ (unsigned char)name[i]) * 16777619u;
+    }
+    return h % WS_CHANNEL_BUCKETS;
+}
+
+static ws_channel **ws_chan_slot(const char *name, size_t len)
+{
+    ws_channel **pp = &ws_chan_table[ws_chan_hash(name, len)];
+    while (*pp && !((*pp)->len == len && memcmp((*pp)->name, name, len) == 0)) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+int ws_pubsub_subscribe(ws_sub **subs, ws_handle *h, const char *channel, size_t len)
+{
+    ws_channel **slot, *ch;
+    ws_sub *sub;
+    for (sub = *subs; sub; sub = sub->conn_next) {
+        if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
+            return WS_SUCCESS;          /* already */
+        }
+    }
+    sub = calloc(1, sizeof(*sub));
+    if (!sub) {
+        return WS_ENOMEM;
+    }
+    pthread_rwlock_wrlock(&ws_chan_lock);
+    slot = ws_chan_slot(channel, len);
+    ch = *slot;
+    if (!ch) {
+        ch = calloc(1, sizeof(*ch) + len + 1);
+        if (!ch) {
+            pthread_rwlock_unlock(&ws_chan_lock);
+            free(sub);
+            return WS_ENOMEM;
+        }
+        ch->len = len;
+        memcpy(ch->name, channel, len);
+        *slot = ch;
+    }
+    sub->ch = ch;
+    sub->h = h;
+    ws_handle_retain(h);
+    sub->next = ch->subs;
+    if (ch->subs) {
+        ch->subs->prev = sub;
+    }
+    ch->subs = sub;
+    pthread_rwlock_unlock(&ws_chan_lock);
+    sub->conn_next = *subs;
+    *subs = sub;
+    return WS_SUCCESS;
+}
+
+/* Unlink sub (with the write lock held); frees the channel when it empties. */
+static void ws_sub_unlink_locked(ws_sub *sub)
+{
+    ws_channel *ch = sub->ch;
+    if (sub->prev) {
+        sub->prev->next = sub->next;
+    }
+    else {
+        ch->subs = sub->next;
+    }
+    if (sub->next) {
+        sub->next->prev = sub->prev;
+    }
+    if (!ch->subs) {
+        ws_channel **slot = ws_chan_slot(ch->name, ch->len);
+        *slot = ch->next;
+        free(ch);
+    }
+}
+
+int ws_pubsub_unsubscribe(ws_sub **subs, const char *channel, size_t len)
+{
+    ws_sub **pp;
+    for (pp = subs; *pp; pp = &(*pp)->conn_next) {
+        ws_sub *sub = *pp;
+        if (sub->ch->len == len && memcmp(sub->ch->name, channel, len) == 0) {
+            *pp = sub->conn_next;
+            pthread_rwlock_wrlock(&ws_chan_lock);
+            ws_sub_unlink_locked(sub);
+            pthread_rwlock_unlock(&ws_chan_lock);
+            ws_handle_release(sub->h);
+            free(sub);
+            return WS_SUCCESS;
+        }
+    }
+    return WS_SUCCESS;
+}
+
+void ws_pubsub_unsubscribe_all(ws_sub **subs)
+{
+    ws_sub *sub = *subs;
+    if (!sub) {
+        return;
+    }
+    pthread_rwlock_wrlock(&ws_chan_lock);
+    for (; sub; sub = sub->conn_next) {
+        ws_sub_unlink_locked(sub);
+    }
+    pthread_rwlock_unlock(&ws_chan_lock);
+    while ((sub = *subs) != NULL) {
+        *subs = sub->conn_next;
+        ws_handle_release(sub->h);
+        free(sub);
+    }
+}
+
+void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int opcode,
+                       const unsigned char *data, size_t len)
+{
+    ws_channel *ch;
+    ws_payload *p = NULL;
+    (void)baton;
+    pthread_rwlock_rdlock(&ws_chan_lock);
+    ch = *ws_chan_slot(channel, channel_len);
+    if (ch && (p = ws_payload_create(opcode, data, len)) != NULL) {
+        ws_sub *sub;
+        for (sub = ch->subs; sub; sub = sub->next) {
+            /* A full queue closes that subscriber with 1008; the others go on. */
+            ws_handle_enqueue(sub->h, p);
+        }
+    }
+    pthread_rwlock_unlock(&ws_chan_lock);
+    ws_payload_release(p);
+}
+
+int ws_pubsub_publish(const char *key, size_t klen, int type, const void *data,
+                      size_t len, int flags)
+{
+    int opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
+    if (!klen || !ws_valid_send_args(type, data, len)) {
+        return WS_EINVAL;
+    }
+    if (len > WS_PUBLISH_MAX - klen) {
+        return WS_ETOOBIG;          /* the backplane ring takes no more */
+    }
+    if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
+        ws_pubsub_deliver(NULL, key, klen, opcode, data, len);
+        return WS_SUCCESS;
+    }
+    return ws_bp_publish(ws_backplane, key, klen, opcode, data, len) == 0
+           ? WS_SUCCESS : WS_ENOMEM;
+}
