@@ -39,3 +39,9 @@ hold10k: bench-tools
 
 bench-profile: bench-deps all bench-tools
 	$(BENCH_PY) bench/run.py profile
+
+# A graceful stop and an ungraceful one (SIGTERM) under echo load, 20 rounds each, with
+# the error log searched for crashed children after each (bench/stop_rounds.py).
+.PHONY: stop-rounds
+stop-rounds: all bench-tools
+	$(BENCH_PY) bench/stop_rounds.py --rounds 20

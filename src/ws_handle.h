@@ -52,7 +52,8 @@ struct ws_handle {
     int close_pending;            /* ... and the owner has not acted on it yet */
     char close_reason[124];
     struct ws_handle *reg_prev, *reg_next;  /* the per-child registry */
-    struct ws_handle *ready_next; /* the waker's own list (event loop) */
+    struct ws_handle *ready_next; /* the waker's own list (event loop) ... */
+    int in_ready;                 /* ... and whether h is on it */
 };
 
 /* What the owner takes from its handle in one go (ws_handle_take). */

@@ -122,6 +122,10 @@ static void ws_loop_signal_locked(ws_loop *L)
 static void ws_loop_wake(ws_handle *h, void *baton)
 {
     ws_loop *L = ((ws_lconn *)baton)->loop;
+    if (h->in_ready) {
+        return;                 /* on the list already: the loop will look */
+    }
+    h->in_ready = 1;
     ws_handle_retain(h);
     pthread_mutex_lock(&L->mu);
     h->ready_next = L->ready;
@@ -420,9 +424,10 @@ static void ws_loop_take(ws_loop *L)
         in = next;
     }
     while (ready) {
-        ws_handle *h = ready, *next = h->ready_next;
+        ws_handle *h = ready, *next = h->ready_next;   /* read before in_ready goes */
         ws_lconn *lc = NULL;
         pthread_mutex_lock(&h->mu);
+        h->in_ready = 0;
         if (h->owner) {
             lc = h->wake_baton;   /* alive: only this thread ends its sessions */
         }
