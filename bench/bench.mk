@@ -1,11 +1,13 @@
 # Benchmarks (see docs/BENCHMARKS.md).  Included by the top Makefile.
 #   make bench         every server, every workload, 3 runs each -> docs/BENCHMARKS.md
-#   make bench-quick   a one-minute subset (results in build/bench/quick.md)
+#   make bench-quick   a few-minute subset (results in build/bench/quick.md)
+#   make bench-report  rewrite docs/BENCHMARKS.md and docs/bench/*.svg from
+#                      build/bench/results.json without measuring (QUICK=1: quick.md)
 #   make hold10k       10,000 idle connections against a running `make demo` (PORT=8080)
 BENCH_BIN := $(BUILD)/bench
 BENCH_CFLAGS := -std=c99 -O2 -g $(WARN) -D_GNU_SOURCE
 
-.PHONY: bench bench-quick bench-tools bench-deps hold10k bench-profile
+.PHONY: bench bench-quick bench-report bench-tools bench-deps hold10k bench-profile
 
 bench-deps:
 	bash bench/deps.sh
@@ -31,6 +33,9 @@ bench: bench-deps all bench-tools
 
 bench-quick: bench-deps all bench-tools
 	$(BENCH_PY) bench/run.py bench --quick
+
+bench-report: bench-tools
+	$(BENCH_PY) bench/run.py report $(if $(QUICK),--quick)
 
 # Against a running `make demo PORT=...`: 10,000 idle connections for 60 s, on ws (PORT)
 # and wss (PORT+1).

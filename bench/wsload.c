@@ -135,6 +135,24 @@ static void sleep_s(double s)
     }
 }
 
+/* SIGINT/SIGTERM in the measured phase of echo, connect and broadcast: end it early and
+ * report what was measured so far (bench/run.py's pages-under-load stops its load so). */
+static volatile sig_atomic_t g_stop_req;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    g_stop_req = 1;
+}
+
+/* Sleep s seconds, or less when a stop was requested. */
+static void sleep_run(double s)
+{
+    uint64_t end = now_ns() + (uint64_t)(s * 1e9);
+    while (!g_stop_req && now_ns() < end)
+        sleep_s(0.02);
+}
+
 /* ---- latency histogram: 64 linear buckets per power of two (< 1.6% error) ----------- */
 
 #define H_SUB 64
@@ -1422,7 +1440,9 @@ static void usage(FILE *f)
 "  --resume          wss: resume TLS sessions (each thread offers the newest session\n"
 "                    ticket it got; default: a full handshake every time)\n"
 "  --json FILE       also write the result as JSON (- for stdout)\n"
-"  -q         quiet: only the result lines\n");
+"  -q         quiet: only the result lines\n"
+"SIGINT or SIGTERM during the warm-up or the measured time (echo, connect, broadcast)\n"
+"ends it early: the result covers the time measured until then.\n");
 }
 
 static double parse_size(const char *s)
@@ -1695,11 +1715,14 @@ int main(int argc, char **argv)
                         g_workers[0].probe.state != CS_DEAD; i++)
             sleep_s(0.02);
     } else {
+        struct sigaction sa = {.sa_handler = on_stop_signal};
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         st(&g_phase, PH_WARMUP);
-        sleep_s(opt.warmup);
+        sleep_run(opt.warmup);
         uint64_t r0 = now_ns();
         st(&g_phase, PH_RUN);
-        sleep_s(opt.duration);
+        sleep_run(opt.duration);
         st(&g_phase, PH_STOP);
         elapsed = (double)(now_ns() - r0) / 1e9;
         open_stat = server_stat();
