@@ -12,7 +12,7 @@ BENCH_CFLAGS := -std=c99 -O2 -g $(WARN) -D_GNU_SOURCE
 bench-deps:
 	bash bench/deps.sh
 
-bench-tools: $(BENCH_BIN)/wsload $(BENCH_BIN)/rawecho $(BENCH_BIN)/lwsecho
+bench-tools: $(BENCH_BIN)/wsload $(BENCH_BIN)/rawecho $(BENCH_BIN)/lwsecho $(BENCH_BIN)/epollws
 
 $(BENCH_BIN):
 	mkdir -p $@
@@ -20,8 +20,11 @@ $(BENCH_BIN):
 $(BENCH_BIN)/wsload: bench/wsload.c | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< -lssl -lcrypto -lpthread
 
-$(BENCH_BIN)/rawecho: bench/rawecho.c | $(BENCH_BIN)
+$(BENCH_BIN)/rawecho: bench/rawecho.c bench/echo_listen.h | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $<
+
+$(BENCH_BIN)/epollws: bench/epollws.c bench/echo_listen.h | $(BENCH_BIN)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lcrypto
 
 $(BENCH_BIN)/lwsecho: bench/lwsecho.c | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $$(pkg-config --cflags --libs libwebsockets)

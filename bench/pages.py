@@ -111,8 +111,15 @@ def ws_cycle(port, path="/echo", timeout=30.0):
 
 
 def _sample(kind, fn, out):
+    """One sample.  A sample that timed out counts as failed and, with the time it took
+    (at least the timeout), in the percentiles: they are lower bounds then."""
+    t0 = time.perf_counter()
     try:
         out[kind].append(fn())
+    except TimeoutError:
+        ms = (time.perf_counter() - t0) * 1000.0
+        out[kind].append(ms)
+        out["failures"].append(f"{kind}: timed out after {ms:,.0f} ms")
     except (OSError, ValueError) as e:
         out["failures"].append(f"{kind}: {e}"[:200])
 
@@ -223,7 +230,9 @@ def report_lines(pages, samples_per_round):
     w(f"The load meanwhile: {mps:,.0f} echoes/s over {pages['conns']:,} connections "
       f"({pages['load_errors']} errors)." if mps else "The load's figures are missing.")
     if pages["failures"]:
-        w(f"Failed samples: {pages['failures']} (first: `{pages['first_failure']}`).")
+        w(f"Failed samples: {pages['failures']} (first: `{pages['first_failure']}`). A "
+          "sample that timed out is in the percentiles with the time it took (at least "
+          "the timeout), so they are lower bounds.")
     if pages["not_under_load"]:
         w(f"Samples skipped because the load had already ended: {pages['not_under_load']}.")
     w("")

@@ -163,6 +163,12 @@ def start_raw():
     return Server("raw TCP", pid, stop, raw=f"tcp://127.0.0.1:{port}")
 
 
+def start_epoll():
+    port = free_port()
+    pid, stop = start_process("epollws", [os.path.join(BIN, "epollws"), str(port)], port)
+    return Server("minimal epoll WebSocket echo", pid, stop, ws=f"ws://127.0.0.1:{port}")
+
+
 def start_node():
     port = free_port()
     env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
@@ -242,15 +248,17 @@ TARGETS = [
     ("mws-blocking-ws", "mod_websocket blocking ws", "mws-blocking", "ws"),
     ("mws-blocking-wss", "mod_websocket blocking wss", "mws-blocking", "wss"),
     ("raw", "raw TCP echo", "raw", "raw"),
+    ("epoll", "minimal epoll ws echo", "epoll", "ws"),
     ("node", "Node ws", "node", "ws"),
     ("python", "Python websockets", "python", "ws"),
     ("lws", "libwebsockets", "lws", "ws"),
     ("mod_lua", "mod_lua", "mod_lua", "ws"),
 ]
-PEERS = ["raw", "node", "python", "lws", "mod_lua"]
+PEERS = ["raw", "epoll", "node", "python", "lws", "mod_lua"]
 STARTERS = {"mws-async": lambda: start_mws(False), "mws-blocking": lambda: start_mws(True),
-            "raw": start_raw, "node": start_node, "python": start_python, "lws": start_lws,
-            "mod_lua": start_lua, "demo": start_demo}
+            "raw": start_raw, "epoll": start_epoll, "node": start_node,
+            "python": start_python, "lws": start_lws, "mod_lua": start_lua,
+            "demo": start_demo}
 BLOCKING_SERVERS = {"mws-blocking", "mod_lua"}
 
 # ---- workloads ------------------------------------------------------------------------
@@ -400,7 +408,7 @@ def bench(args):
     targets = TARGETS
     if quick:
         targets = [t for t in TARGETS if t[0] in ("mws-async-ws", "mws-async-wss",
-                                                  "mws-blocking-ws", "raw", "node")]
+                                                  "mws-blocking-ws", "raw", "epoll", "node")]
         wls = [w for w in wls if w["key"] in ("echo32x100", "echo64kx10", "connect",
                                               "connect-resume", "idle")]
         for w in wls:
@@ -561,6 +569,9 @@ def write_report(results, out, targets):
       f"{BLOCKING_MAX_CONNS:,} connections on 8 x 150 threads.")
     w("- The raw TCP echo (`bench/rawecho.c`) gets the very same masked frames and writes "
       "them back: the limit for the same byte traffic with no WebSocket work at all.")
+    w("- The minimal epoll WebSocket echo (`bench/epollws.c`: one thread, one epoll set, "
+      "handshake, frame parsing, unmasking, no extensions or checks) is the yardstick for "
+      "what a plain event loop costs per message.")
     w("- mod_lua: `r:wsread` does not return the opcode and `r:wswrite` writes text frames, "
       "so the binary workloads use a second handler (`/echo-bin`) that frames binary "
       "replies itself (`r:wswrite(frame, true)`).")
