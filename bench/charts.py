@@ -11,6 +11,7 @@ gives the same files.
 
 import math
 import os
+import textwrap
 
 import matplotlib
 
@@ -24,6 +25,10 @@ SVG_META = {"Date": None}
 PALETTE = ["#1f77b4", "#6baed6", "#2ca02c", "#98df8a", "#7f7f7f", "#ff7f0e", "#9467bd",
            "#d62728", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 KIB_PER_KB = 1000 / 1024
+
+
+def _title(ax, text):
+    ax.set_title(textwrap.fill(text, 100), fontsize=9, loc="left")
 
 
 def _colors(targets):
@@ -58,18 +63,36 @@ def _log_axis(ax, values):
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+def _throughput_panels(results, targets):
+    """[(title, unit, [(label, value, target key)])]: one panel per workload; the wss
+    connection rate with TLS resumption joins the connection-rate panel."""
+    wls = results["workloads"]
+    panels = []
+    for key, w in wls.items():
+        if w["better"] != "higher" or key == "connect-resume":
+            continue
+        bars = [(t[1], w["targets"][t[0]].get("median"), t[0]) for t in targets
+                if t[0] in w["targets"]]
+        if key == "connect" and "connect-resume" in wls:
+            res = wls["connect-resume"]["targets"]
+            bars += [(t[1] + " (TLS resumption)", res[t[0]].get("median"), t[0])
+                     for t in targets if t[0] in res]
+        panels.append((w["title"], w["unit"], bars))
+    return panels
+
+
 def throughput(results, targets, outdir):
-    wls = [(k, w) for k, w in results["workloads"].items() if w["better"] == "higher"]
-    if not wls:
+    panels = _throughput_panels(results, targets)
+    if not panels:
         return None
     col = _colors(targets)
-    fig, axes = plt.subplots(len(wls), 1, figsize=(8, 1.0 + 0.42 * len(targets) * len(wls)),
-                             squeeze=False)
-    for ax, (key, w) in zip(axes[:, 0], wls):
-        tg = [t for t in targets if t[0] in w["targets"]]
-        _bars(ax, [t[1] for t in tg], [w["targets"][t[0]].get("median") for t in tg],
-              [col[t[0]] for t in tg], w["unit"] + " (higher is better)")
-        ax.set_title(w["title"], fontsize=9, loc="left")
+    sizes = [len(b) + 1.5 for _, _, b in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 0.3 * sum(sizes) + 0.5),
+                             gridspec_kw={"height_ratios": sizes}, squeeze=False)
+    for ax, (title, unit, bars) in zip(axes[:, 0], panels):
+        _bars(ax, [b[0] for b in bars], [b[1] for b in bars], [col[b[2]] for b in bars],
+              unit + " (higher is better)")
+        _title(ax, title)
     return _save(fig, outdir, "throughput.svg")
 
 
@@ -79,11 +102,14 @@ def latency(results, targets, outdir):
                   for e in w["targets"].values())]
     if not wls:
         return None
-    fig, axes = plt.subplots(len(wls), 1, figsize=(8, 1.0 + 0.5 * len(targets) * len(wls)),
-                             squeeze=False)
+    def with_pcts(w):
+        return [t for t in targets if ((w["targets"].get(t[0]) or {}).get("extra") or {})
+                .get("p50") is not None]
+    sizes = [len(with_pcts(w)) + 1.5 for _, w in wls]
+    fig, axes = plt.subplots(len(wls), 1, figsize=(8, 0.4 * sum(sizes) + 0.5),
+                             gridspec_kw={"height_ratios": sizes}, squeeze=False)
     for ax, (key, w) in zip(axes[:, 0], wls):
-        tg = [t for t in targets if ((w["targets"].get(t[0]) or {}).get("extra") or {})
-              .get("p50") is not None]
+        tg = with_pcts(w)
         ex = [w["targets"][t[0]]["extra"] for t in tg]
         y = list(range(len(tg)))[::-1]
         for pct, dy, color in (("p50", 0.2, "#6baed6"), ("p99", -0.2, "#08519c")):
@@ -95,7 +121,7 @@ def latency(results, targets, outdir):
         _log_axis(ax, [e[p] / 1000 for e in ex for p in ("p50", "p99")])
         ax.set_xlabel("ms (log scale, lower is better)")
         what = {"connect": " (whole cycle)", "broadcast": " (delivery delay)"}.get(key, "")
-        ax.set_title(w["title"] + what, fontsize=9, loc="left")
+        _title(ax, w["title"] + what)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
     return _save(fig, outdir, "latency.svg")
 

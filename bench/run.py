@@ -563,8 +563,11 @@ def write_report(results, out, targets):
       " Under a closed-loop load that keeps every worker busy, the event MPM's listener "
       "stops accepting (it accepts only while workers are idle), so connections still "
       "opening would wait in the listen queue while the first ones echo.")
-    w("- Idle memory: server RSS (all processes of the server) after the connections are "
-      "open and have been pinged, minus RSS before, divided by the connections. The "
+    w("- Idle memory: server RSS (all processes of the server; the parent's does not grow "
+      "with connections, so this is the children's growth) after the connections are "
+      "open and have been pinged, minus RSS before, divided by the connections. Threads: "
+      "the `Threads:` of every process in the server's process tree (parent and children, "
+      "the entries of `/proc/PID/task`), added up. The "
       "blocking driver and mod_lua hold a thread per connection, so they are measured with "
       f"{BLOCKING_MAX_CONNS:,} connections on 8 x 150 threads.")
     w("- The raw TCP echo (`bench/rawecho.c`) gets the very same masked frames and writes "
