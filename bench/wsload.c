@@ -1316,6 +1316,10 @@ static void *worker_main(void *arg)
         conn *c = i < 0 ? &w->probe : &w->conns[i];
         free_conn_io(c);
     }
+    if (t_session) {
+        SSL_SESSION_free(t_session);
+        t_session = NULL;
+    }
     return NULL;
 }
 
