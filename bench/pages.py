@@ -207,7 +207,8 @@ def report_lines(pages, samples_per_round):
     w("## Pages under load")
     w("")
     w(f"Server configured like `make demo` (event MPM, `scripts/genconf.py --scale`: 2 "
-      f"children x 25 workers, HTTP/2 on). `wsload` keeps {pages['conns']:,} WebSocket "
+      f"children x 25 workers, HTTP/2 on; LogLevel warn), pinned to CPU 0 like the other "
+      f"servers; `wsload` (CPU 1) keeps {pages['conns']:,} WebSocket "
       "clients echoing 32 B text messages as fast as they can (one in flight each); "
       f"meanwhile {samples_per_round} page loads of `/` (new connection, whole body "
       f"checked) and {samples_per_round} new WebSocket cycles (connect, handshake, one "
