@@ -135,7 +135,7 @@ def idle(results, targets, outdir):
         return None
     col = _colors(targets)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 1.2 + 0.45 * len(tg)))
-    labels = [t[1] for t in tg]
+    labels = [t[1] + f" ({w['targets'][t[0]]['extra']['conns']:,} conns)" for t in tg]
     _bars(a1, labels, [w["targets"][t[0]].get("median") for t in tg],
           [col[t[0]] for t in tg], "KiB per connection (lower is better)")
     a1.axvline(12 * KIB_PER_KB, color="#d62728", ls="--", lw=1)
