@@ -1,16 +1,18 @@
 # Benchmarks (see docs/BENCHMARKS.md).  Included by the top Makefile.
 #   make bench         every server, every workload, 3 runs each -> docs/BENCHMARKS.md
-#   make bench-quick   a one-minute subset (results in build/bench/quick.md)
+#   make bench-quick   a few-minute subset (results in build/bench/quick.md)
+#   make bench-report  rewrite docs/BENCHMARKS.md and docs/bench/*.svg from
+#                      build/bench/results.json without measuring (QUICK=1: quick.md)
 #   make hold10k       10,000 idle connections against a running `make demo` (PORT=8080)
 BENCH_BIN := $(BUILD)/bench
 BENCH_CFLAGS := -std=c99 -O2 -g $(WARN) -D_GNU_SOURCE
 
-.PHONY: bench bench-quick bench-tools bench-deps hold10k bench-profile
+.PHONY: bench bench-quick bench-report bench-tools bench-deps hold10k bench-profile
 
 bench-deps:
 	bash bench/deps.sh
 
-bench-tools: $(BENCH_BIN)/wsload $(BENCH_BIN)/rawecho $(BENCH_BIN)/lwsecho
+bench-tools: $(BENCH_BIN)/wsload $(BENCH_BIN)/rawecho $(BENCH_BIN)/lwsecho $(BENCH_BIN)/epollws
 
 $(BENCH_BIN):
 	mkdir -p $@
@@ -18,8 +20,11 @@ $(BENCH_BIN):
 $(BENCH_BIN)/wsload: bench/wsload.c | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< -lssl -lcrypto -lpthread
 
-$(BENCH_BIN)/rawecho: bench/rawecho.c | $(BENCH_BIN)
+$(BENCH_BIN)/rawecho: bench/rawecho.c bench/echo_listen.h | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $<
+
+$(BENCH_BIN)/epollws: bench/epollws.c bench/echo_listen.h | $(BENCH_BIN)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lcrypto
 
 $(BENCH_BIN)/lwsecho: bench/lwsecho.c | $(BENCH_BIN)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $$(pkg-config --cflags --libs libwebsockets)
@@ -31,6 +36,9 @@ bench: bench-deps all bench-tools
 
 bench-quick: bench-deps all bench-tools
 	$(BENCH_PY) bench/run.py bench --quick
+
+bench-report: bench-tools
+	$(BENCH_PY) bench/run.py report $(if $(QUICK),--quick)
 
 # Against a running `make demo PORT=...`: 10,000 idle connections for 60 s, on ws (PORT)
 # and wss (PORT+1).

@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential apache2 apache2-dev libssl-dev libwebsockets-dev pkg-config
-    node-ws python3-websockets linux-perf valgrind util-linux procps
+    node-ws python3-websockets linux-perf valgrind util-linux procps python3-matplotlib
 )
 
 have_cmd_for() {

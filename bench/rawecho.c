@@ -22,6 +22,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "echo_listen.h"
+
 typedef struct client {
     int fd;
     unsigned ev;
@@ -33,11 +35,7 @@ static int ep;
 
 static void set_ev(client *c, unsigned ev)
 {
-    if (c->ev == ev)
-        return;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
-    c->ev = ev;
+    echo_set_ev(ep, c->fd, c, &c->ev, ev);
 }
 
 static void drop(client *c)
@@ -116,59 +114,28 @@ static void readable(client *c, char *buf, size_t bufsz)
     }
 }
 
+/* A new connection's client. */
+static void *new_client(int fd)
+{
+    client *c = calloc(1, sizeof *c);
+    if (c) {
+        c->fd = fd;
+        c->ev = EPOLLIN;
+    }
+    return c;
+}
+
+static void on_event(void *p, unsigned ev)
+{
+    static char buf[256 * 1024];
+    client *c = p;
+    if (c->len <= c->off)
+        readable(c, buf, sizeof buf);
+    else if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        flush_pending(c);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: rawecho PORT [ADDR]\n");
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
-    setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[1]))};
-    inet_pton(AF_INET, argc > 2 ? argv[2] : "127.0.0.1", &a.sin_addr);
-    if (bind(ls, (struct sockaddr *)&a, sizeof a) != 0 || listen(ls, 4096) != 0) {
-        perror("rawecho: bind/listen");
-        return 1;
-    }
-    ep = epoll_create1(0);
-    struct epoll_event le = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(ep, EPOLL_CTL_ADD, ls, &le);
-    static char buf[256 * 1024];
-    struct epoll_event evs[256];
-    for (;;) {
-        int n = epoll_wait(ep, evs, 256, -1);
-        for (int i = 0; i < n; i++) {
-            client *c = evs[i].data.ptr;
-            if (!c) {
-                for (;;) {
-                    int fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK);
-                    if (fd < 0)
-                        break;
-                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                    client *nc = calloc(1, sizeof *nc);
-                    if (!nc) {
-                        close(fd);
-                        continue;
-                    }
-                    nc->fd = fd;
-                    nc->ev = EPOLLIN;
-                    struct epoll_event e = {.events = EPOLLIN, .data.ptr = nc};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
-                }
-                continue;
-            }
-            if (c->len > c->off) {
-                if (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-                    flush_pending(c);
-            } else {
-                readable(c, buf, sizeof buf);
-            }
-        }
-    }
+    return echo_run(argc, argv, "rawecho", &ep, new_client, on_event);
 }

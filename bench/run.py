@@ -2,14 +2,18 @@
 """Benchmark runner for mod_websocket (issue #4).
 
     bench/run.py bench [--quick] [--runs N] [--out FILE] [--only-servers a,b] [--only-workloads x,y]
+    bench/run.py report [--quick] [--json FILE] [--out FILE]
     bench/run.py hold10k [--port 8080] [--conns 10000] [--hold 60]
     bench/run.py profile [--out FILE]
 
 `bench` starts every server on loopback at once (each pinned to CPU 0 with taskset),
 then, workload by workload, runs build/bench/wsload (pinned to CPU 1) against each
 server in turn, `runs` times, interleaved so that a noisy moment hits every server
-alike, and takes the median.  It writes a Markdown report (docs/BENCHMARKS.md, or
-build/bench/quick.md for --quick) and the raw runs as JSON beside it.
+alike, and takes the median.  Then "pages under load" (bench/pages.py) on a server
+configured like `make demo`.  It writes a Markdown report (docs/BENCHMARKS.md, or
+build/bench/quick.md for --quick) with SVG charts (bench/charts.py) in bench/ beside it
+(docs/bench/*.svg), and the raw runs as JSON in build/bench/results.json
+(results-quick.json).  `report` rewrites the report and the charts from that JSON.
 
 `hold10k` holds 10,000 idle connections against a running `make demo` (ws on PORT,
 wss on PORT+1) and checks the demo's promises.  `profile` runs perf (or callgrind) on
@@ -39,6 +43,10 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import genconf  # noqa: E402
 from httpd import start_httpd  # noqa: E402
+
+import charts  # noqa: E402  (bench/, the script's own directory)
+import pages  # noqa: E402
+import targets as issue_targets  # noqa: E402
 
 NCPU = os.cpu_count() or 1
 SERVER_CPU = "0"
@@ -155,6 +163,12 @@ def start_raw():
     return Server("raw TCP", pid, stop, raw=f"tcp://127.0.0.1:{port}")
 
 
+def start_epoll():
+    port = free_port()
+    pid, stop = start_process("epollws", [os.path.join(BIN, "epollws"), str(port)], port)
+    return Server("minimal epoll WebSocket echo", pid, stop, ws=f"ws://127.0.0.1:{port}")
+
+
 def start_node():
     port = free_port()
     env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
@@ -201,6 +215,20 @@ def start_mws(blocking):
                   wss=f"wss://127.0.0.1:{srv.tls_port}")
 
 
+def start_demo():
+    """Configured like `make demo` (scripts/demo.sh): event MPM with genconf's SCALE_EVENT,
+    HTTP/2, the demo's locations; ws only (pages under load)."""
+    locs = [("/echo", "echo")] + [(f"/{p}", p) for p in ("chat", "ticker")
+                                  if os.path.exists(os.path.join(BUILD, "plugins", f"{p}.so"))]
+    d = os.path.join(BIN, "srv-demo")
+    shutil.rmtree(d, ignore_errors=True)
+    srv = start_httpd(d, mpm="event", tls=True, locations=locs, loglevel="warn", h2=True,
+                      mpm_settings=genconf.SCALE_EVENT)
+    pin(srv.proc.pid, SERVER_CPU)
+    return Server("mod_websocket async (make demo config)", srv.proc.pid, srv.stop,
+                  ws=f"ws://127.0.0.1:{srv.port}", wss=f"wss://127.0.0.1:{srv.tls_port}")
+
+
 def start_lua():
     script = os.path.join(HERE, "peers", "lua_echo.lua")
     genconf.ensure_www_access(os.path.dirname(script))
@@ -220,15 +248,17 @@ TARGETS = [
     ("mws-blocking-ws", "mod_websocket blocking ws", "mws-blocking", "ws"),
     ("mws-blocking-wss", "mod_websocket blocking wss", "mws-blocking", "wss"),
     ("raw", "raw TCP echo", "raw", "raw"),
+    ("epoll", "minimal epoll ws echo", "epoll", "ws"),
     ("node", "Node ws", "node", "ws"),
     ("python", "Python websockets", "python", "ws"),
     ("lws", "libwebsockets", "lws", "ws"),
     ("mod_lua", "mod_lua", "mod_lua", "ws"),
 ]
-PEERS = ["raw", "node", "python", "lws", "mod_lua"]
+PEERS = ["raw", "epoll", "node", "python", "lws", "mod_lua"]
 STARTERS = {"mws-async": lambda: start_mws(False), "mws-blocking": lambda: start_mws(True),
-            "raw": start_raw, "node": start_node, "python": start_python, "lws": start_lws,
-            "mod_lua": start_lua}
+            "raw": start_raw, "epoll": start_epoll, "node": start_node,
+            "python": start_python, "lws": start_lws, "mod_lua": start_lua,
+            "demo": start_demo}
 BLOCKING_SERVERS = {"mws-blocking", "mod_lua"}
 
 # ---- workloads ------------------------------------------------------------------------
@@ -252,9 +282,14 @@ def workloads(quick):
          "args": ["-c", "2", "-s", "1m", "-b", "-d", d, "-w", w, "--open-first"], "metric": "mb_per_s",
          "unit": "MB/s", "better": "higher", "binary": True},
         {"key": "connect", "title": "connection rate (connect, handshake, 32 B echo, close; "
-         "32 concurrent)", "mode": "connect",
+         "32 concurrent; wss: full TLS handshakes)", "mode": "connect",
          "args": ["-c", "32", "-S", "16", "-d", d, "-w", w], "metric": "conns_per_s",
          "unit": "conn/s", "better": "higher"},
+        {"key": "connect-resume", "title": "connection rate over wss with TLS session "
+         "resumption (as connect; wsload --resume)", "mode": "connect",
+         "args": ["-c", "32", "-S", "16", "-d", d, "-w", w, "--resume"],
+         "metric": "conns_per_s", "unit": "conn/s", "better": "higher",
+         "only": ["mws-async-wss", "mws-blocking-wss"]},
         {"key": "idle", "title": f"{idle_conns:,} idle connections: server memory per "
          "connection", "mode": "idle",
          "args": ["-c", str(idle_conns), "--hold", hold, "--ping", str(float(hold) / 2),
@@ -267,6 +302,35 @@ def workloads(quick):
          "metric": "deliveries_per_s", "unit": "msg/s", "better": "higher",
          "only": ["mws-async-ws"], "path": "/ticker"},
     ]
+
+
+# Pages under load (bench/pages.py): busy clients, samples of each kind per round, the
+# longest the load may run, per-sample timeout (s).
+PAGES_FULL = {"conns": 1000, "samples": 20, "max_load_s": 300, "timeout": 30}
+PAGES_QUICK = {"conns": 1000, "samples": 5, "max_load_s": 40, "timeout": 15}
+
+
+def run_pages(srv, quick, runs):
+    """Pages under load, `runs` rounds on the demo-like server; (combined, rounds)."""
+    cfg = PAGES_QUICK if quick else PAGES_FULL
+    with open(os.path.join(REPO, "htdocs", "index.html"), "rb") as f:
+        body = f.read()
+    port = int(srv.ws.rsplit(":", 1)[1])
+    rounds = []
+    for run in range(runs):
+        if not srv.alive():
+            log("run.py: pages under load: the demo server is not running")
+            break
+        r = pages.run(WSLOAD, CLIENT_CPU, port, srv.pid, body, cfg["conns"], cfg["samples"],
+                      cfg["max_load_s"], cfg["timeout"],
+                      os.path.join(BIN, f"pages-load-{run}.json"))
+        rounds.append(r)
+        pg, ws = pages.summary(r["page_ms"]), pages.summary(r["ws_ms"])
+        log(f"  pages        run {run + 1}/{runs} page p50/p99/max "
+            f"{pg['p50'] or 0:.1f}/{pg['p99'] or 0:.1f}/{pg['max'] or 0:.1f} ms, ws cycle "
+            f"{ws['p50'] or 0:.1f}/{ws['p99'] or 0:.1f}/{ws['max'] or 0:.1f} ms, "
+            f"{len(r['failures'])} failed, load rc={r['load_rc']}")
+    return (pages.combine(rounds) if rounds else None), rounds
 
 
 def target_url(srv, transport, wl):
@@ -343,9 +407,10 @@ def bench(args):
     have_ticker = os.path.exists(os.path.join(BUILD, "plugins", "ticker.so"))
     targets = TARGETS
     if quick:
-        targets = [t for t in TARGETS if t[0] in ("mws-async-ws", "mws-blocking-ws", "raw",
-                                                  "node")]
-        wls = [w for w in wls if w["key"] in ("echo32x100", "echo64kx10", "connect", "idle")]
+        targets = [t for t in TARGETS if t[0] in ("mws-async-ws", "mws-async-wss",
+                                                  "mws-blocking-ws", "raw", "epoll", "node")]
+        wls = [w for w in wls if w["key"] in ("echo32x100", "echo64kx10", "connect",
+                                              "connect-resume", "idle")]
         for w in wls:
             if w["key"] == "idle":
                 w["only"] = ["mws-async-ws"]
@@ -355,7 +420,9 @@ def bench(args):
     if args.only_workloads:
         keep = args.only_workloads.split(",")
         wls = [w for w in wls if w["key"] in keep]
-    needed = sorted({t[2] for t in targets})
+    do_pages = ((not args.only_workloads or "pages" in args.only_workloads.split(",")) and
+                (not args.only_servers or "demo" in args.only_servers.split(",")))
+    needed = sorted({t[2] for t in targets} | ({"demo"} if do_pages else set()))
     servers = {}
     results = {"machine": machine_info(), "runs": runs, "quick": quick, "workloads": {},
                "have_ticker": have_ticker}
@@ -400,6 +467,9 @@ def bench(args):
                     shown = f"{val:.1f}" if isinstance(val, (int, float)) else "-"
                     log(f"  {wl['key']:<12} run {run + 1}/{runs} {tkey:<17} {shown:>12} "
                         f"{wl['unit']}" + (f"  rc={rc} {err}" if rc else ""))
+        if do_pages:
+            results["pages"], results["pages_rounds"] = run_pages(servers["demo"], quick, runs)
+            results["pages_samples"] = (PAGES_QUICK if quick else PAGES_FULL)["samples"]
     finally:
         for s in servers.values():
             s.stop()
@@ -467,8 +537,11 @@ def write_report(results, out, targets):
     w("")
     w("Generated by `make bench` (`bench/run.py`); the hand-written analysis sections are "
       "kept in `bench/report-notes.md` and `bench/profile-notes.md` and copied in. Raw runs: "
-      "`build/bench/results.json`.")
+      f"`build/bench/results{'-quick' if quick else ''}.json`; "
+      f"`make bench-report{' QUICK=1' if quick else ''}` (`bench/run.py report`) rewrites "
+      "this report and its charts from it without measuring again.")
     w("")
+    L.extend(issue_targets.report_lines(results))
     w("## How it was measured")
     w("")
     w(f"- Every server runs on loopback, pinned to CPU {SERVER_CPU} (`taskset`, all its "
@@ -482,17 +555,26 @@ def write_report(results, out, targets):
     w("- `msg/s` counts echoed messages (one round trip each, one message in flight per "
       "connection); `MB/s` is echoed payload per second in one direction (10^6 bytes). "
       "The connection rate counts complete cycles: TCP connect, upgrade, one 32 B echo, "
-      "closing handshake, TCP close (no TLS session resumption for wss).")
+      "closing handshake, TCP close. Over wss, `connect` makes a full TLS handshake every "
+      "time; `connect-resume` resumes TLS sessions (`wsload --resume`: each client thread "
+      "offers the newest session ticket it received; the server has a session cache and "
+      "session tickets on, as `make demo`). The certificate is ECDSA P-256.")
     w("- Echo runs open every connection before the first message (`wsload --open-first`)."
       " Under a closed-loop load that keeps every worker busy, the event MPM's listener "
       "stops accepting (it accepts only while workers are idle), so connections still "
       "opening would wait in the listen queue while the first ones echo.")
-    w("- Idle memory: server RSS (all processes of the server) after the connections are "
-      "open and have been pinged, minus RSS before, divided by the connections. The "
+    w("- Idle memory: server RSS (all processes of the server; the parent's does not grow "
+      "with connections, so this is the children's growth) after the connections are "
+      "open and have been pinged, minus RSS before, divided by the connections. Threads: "
+      "the `Threads:` of every process in the server's process tree (parent and children, "
+      "the entries of `/proc/PID/task`), added up. The "
       "blocking driver and mod_lua hold a thread per connection, so they are measured with "
       f"{BLOCKING_MAX_CONNS:,} connections on 8 x 150 threads.")
     w("- The raw TCP echo (`bench/rawecho.c`) gets the very same masked frames and writes "
       "them back: the limit for the same byte traffic with no WebSocket work at all.")
+    w("- The minimal epoll WebSocket echo (`bench/epollws.c`: one thread, one epoll set, "
+      "handshake, frame parsing, unmasking, no extensions or checks) is the yardstick for "
+      "what a plain event loop costs per message.")
     w("- mod_lua: `r:wsread` does not return the opcode and `r:wswrite` writes text frames, "
       "so the binary workloads use a second handler (`/echo-bin`) that frames binary "
       "replies itself (`r:wswrite(frame, true)`).")
@@ -505,6 +587,10 @@ def write_report(results, out, targets):
     w("")
     w("## Results")
     w("")
+    chart_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "bench")
+    for title, name in charts.draw(results, targets, chart_dir):
+        w(f"![{title}](bench/{name})")
+        w("")
     cols = [t for t in targets]
     w("| workload | unit | " + " | ".join(t[1] for t in cols) + " |")
     w("|---|---|" + "---:|" * len(cols))
@@ -568,6 +654,8 @@ def write_report(results, out, targets):
               f"{ex['growth_kb'] / 1024:,.1f} | {fmt(e['median'], 'KiB/conn')} | "
               f"{ex['procs']:.0f} | {ex['threads']:.0f} |")
         w("")
+    if results.get("pages"):
+        L.extend(pages.report_lines(results["pages"], results.get("pages_samples", 0)))
     # ratios
     w("## mod_websocket / peer")
     w("")
@@ -601,7 +689,7 @@ def write_report(results, out, targets):
             w("| " + " | ".join(row) + " |")
         w("")
     # targets
-    w("## Targets")
+    w("## Earlier targets (issue 4)")
     w("")
     w("| target | measured | met? |")
     w("|---|---:|:---:|")
@@ -703,6 +791,16 @@ def hold10k(args):
         for text, ok in checks:
             log(f"  [{'ok' if ok else 'FAIL'}] {text}")
             ok_all = ok_all and ok
+        # issue 11's targets: reported, not part of PASS/FAIL
+        kb = srv["per_conn_kb"] * 1.024
+        for text, ok in ((f"{kb:.1f} KB per connection (target <= "
+                          f"{issue_targets.KB_PER_CONN:g} KB"
+                          f"{', set for ws' if transport == 'wss' else ''})",
+                          kb <= issue_targets.KB_PER_CONN),
+                         (f"{srv['threads']} threads in all {srv['procs']} httpd processes "
+                          f"(target <= {issue_targets.THREADS})",
+                          srv["threads"] <= issue_targets.THREADS)):
+            log(f"  [target {'met' if ok else 'MISSED'}] {text}")
         summary[transport] = res
         if p.returncode != 0:
             ok_all = False
@@ -828,14 +926,18 @@ def profile(args):
 
 
 def report(args):
-    """Rewrite the report from build/bench/results.json (e.g. after editing the notes)."""
-    with open(os.path.join(BIN, "results.json")) as f:
+    """Rewrite the report and its charts from the saved JSON, without measuring (e.g.
+    after editing the notes): build/bench/results.json -> docs/BENCHMARKS.md, or with
+    --quick build/bench/results-quick.json -> build/bench/quick.md."""
+    src = args.json or os.path.join(BIN, "results-quick.json" if args.quick else "results.json")
+    with open(src) as f:
         results = json.load(f)
     present = set()
     for wres in results["workloads"].values():
         present.update(wres["targets"])
     targets = [t for t in TARGETS if t[0] in present]
-    out = args.out or os.path.join(REPO, "docs", "BENCHMARKS.md")
+    out = args.out or (os.path.join(BIN, "quick.md") if results.get("quick") else
+                       os.path.join(REPO, "docs", "BENCHMARKS.md"))
     write_report(results, out, targets)
     log(f"run.py: wrote {out}")
     return 0
@@ -858,6 +960,9 @@ def main():
     p.add_argument("--out", default=None)
     r = sub.add_parser("report")
     r.add_argument("--out", default=None)
+    r.add_argument("--json", default=None, help="results file (default build/bench/"
+                   "results.json, or results-quick.json with --quick)")
+    r.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     os.makedirs(BIN, exist_ok=True)
     if not os.path.exists(WSLOAD):

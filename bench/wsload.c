@@ -80,6 +80,7 @@ static struct {
     double hold, ping_interval, probe_every, final_timeout, open_timeout;
     const char *cafile;
     const char *send_on_open;
+    int resume;                /* wss: offer the last session (ticket) of this thread */
     int quiet;
 } opt = {
     .mode = M_ECHO, .conns = 100, .inflight = 1, .threads = 1, .size = 32,
@@ -92,6 +93,7 @@ static int g_ping_round;            /* idle: bumped by main for each ping round 
 static int g_probe_req;             /* idle: bumped by main to start a probe */
 static int g_final_round;           /* idle: the round whose pongs count as survivors */
 static SSL_CTX *g_ssl;
+static __thread SSL_SESSION *t_session; /* --resume: the newest resumable session */
 static uint8_t *g_pattern;          /* expected payload bytes */
 static size_t g_pattern_len;
 #define PATTERN_SLACK 4093
@@ -131,6 +133,24 @@ static void sleep_s(double s)
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+/* SIGINT/SIGTERM in the measured phase of echo, connect and broadcast: end it early and
+ * report what was measured so far (bench/run.py's pages-under-load stops its load so). */
+static volatile sig_atomic_t g_stop_req;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    g_stop_req = 1;
+}
+
+/* Sleep s seconds, or less when a stop was requested. */
+static void sleep_run(double s)
+{
+    uint64_t end = now_ns() + (uint64_t)(s * 1e9);
+    while (!g_stop_req && now_ns() < end)
+        sleep_s(0.02);
 }
 
 /* ---- latency histogram: 64 linear buckets per power of two (< 1.6% error) ----------- */
@@ -252,6 +272,7 @@ typedef struct stats {
     uint64_t verify_errors, proto_errors, io_errors, server_closed;
     uint64_t pings, pongs, final_answers, after_close;
     uint64_t probes, probe_fail;
+    uint64_t tls_full, tls_resumed;   /* TLS handshakes done: full, resumed */
     hist lat;                  /* echo: round trip; connect: cycle; broadcast: delay */
     hist probe_open, probe_echo, probe_total;
 } stats;
@@ -513,6 +534,22 @@ static int flush_out(worker *w, conn *c)
 
 static void conn_start(worker *w, conn *c);
 
+/* --resume: OpenSSL hands over each new session (TLS 1.3: each ticket the server sends
+ * after the handshake) as it arrives, on the thread that reads it; keep the newest for
+ * that thread's next connection.  A copy, taken when it arrives: a connection that ends
+ * without close_notify marks its own session object not resumable. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *s)
+{
+    (void)ssl;
+    SSL_SESSION *copy = SSL_SESSION_is_resumable(s) ? SSL_SESSION_dup(s) : NULL;
+    if (copy) {
+        if (t_session)
+            SSL_SESSION_free(t_session);
+        t_session = copy;
+    }
+    return 0;
+}
+
 static void free_conn_io(conn *c)
 {
     if (c->ssl) {
@@ -625,6 +662,13 @@ static void tcp_connected(worker *w, conn *c)
             die("SSL_new failed");
         SSL_set_fd(c->ssl, c->fd);
         SSL_set_tlsext_host_name(c->ssl, opt.host);
+        if (opt.resume && t_session) {
+            SSL_SESSION *offer = SSL_SESSION_dup(t_session);
+            if (offer) {
+                SSL_set_session(c->ssl, offer);
+                SSL_SESSION_free(offer);
+            }
+        }
         SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
         c->state = CS_TLS;
@@ -642,6 +686,10 @@ static void tls_step(worker *w, conn *c)
 {
     int r = SSL_connect(c->ssl);
     if (r == 1) {
+        if (SSL_session_reused(c->ssl))
+            w->s.tls_resumed++;
+        else
+            w->s.tls_full++;
         send_upgrade(w, c);
         return;
     }
@@ -1268,6 +1316,10 @@ static void *worker_main(void *arg)
         conn *c = i < 0 ? &w->probe : &w->conns[i];
         free_conn_io(c);
     }
+    if (t_session) {
+        SSL_SESSION_free(t_session);
+        t_session = NULL;
+    }
     return NULL;
 }
 
@@ -1389,8 +1441,12 @@ static void usage(FILE *f)
 "  --pid PID         the same, by pid\n"
 "  --send TEXT       broadcast: text message each subscriber sends after opening\n"
 "  --cafile FILE     wss: verify the server certificate against FILE (default: no check)\n"
+"  --resume          wss: resume TLS sessions (each thread offers the newest session\n"
+"                    ticket it got; default: a full handshake every time)\n"
 "  --json FILE       also write the result as JSON (- for stdout)\n"
-"  -q         quiet: only the result lines\n");
+"  -q         quiet: only the result lines\n"
+"SIGINT or SIGTERM during the warm-up or the measured time (echo, connect, broadcast)\n"
+"ends it early: the result covers the time measured until then.\n");
 }
 
 static double parse_size(const char *s)
@@ -1455,6 +1511,8 @@ static void sum_stats(stats *t)
         t->final_answers += ld64(&s->final_answers);
         t->probes += ld64(&s->probes);
         t->probe_fail += ld64(&s->probe_fail);
+        t->tls_full += ld64(&s->tls_full);
+        t->tls_resumed += ld64(&s->tls_resumed);
     }
 }
 
@@ -1476,6 +1534,7 @@ int main(int argc, char **argv)
         {"hold", 1, 0, 1}, {"ping", 1, 0, 2}, {"probe", 1, 0, 3},
         {"final-timeout", 1, 0, 4}, {"open-timeout", 1, 0, 5}, {"pidfile", 1, 0, 6},
         {"pid", 1, 0, 7}, {"send", 1, 0, 8}, {"cafile", 1, 0, 9}, {"json", 1, 0, 10}, {"open-first", 0, 0, 11},
+        {"resume", 0, 0, 12},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     if (argc < 3) {
         usage(argc > 1 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
@@ -1514,6 +1573,7 @@ int main(int argc, char **argv)
         case 9: opt.cafile = optarg; break;
         case 10: opt.json = optarg; break;
         case 11: opt.open_first = 1; break;
+        case 12: opt.resume = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -1550,7 +1610,13 @@ int main(int argc, char **argv)
         } else {
             SSL_CTX_set_verify(g_ssl, SSL_VERIFY_NONE, NULL);
         }
-        SSL_CTX_set_session_cache_mode(g_ssl, SSL_SESS_CACHE_OFF);
+        if (opt.resume) {
+            SSL_CTX_set_session_cache_mode(g_ssl, SSL_SESS_CACHE_CLIENT |
+                                                      SSL_SESS_CACHE_NO_INTERNAL_STORE);
+            SSL_CTX_sess_set_new_cb(g_ssl, new_session_cb);
+        } else {
+            SSL_CTX_set_session_cache_mode(g_ssl, SSL_SESS_CACHE_OFF);
+        }
     }
     make_pattern();
 
@@ -1653,11 +1719,14 @@ int main(int argc, char **argv)
                         g_workers[0].probe.state != CS_DEAD; i++)
             sleep_s(0.02);
     } else {
+        struct sigaction sa = {.sa_handler = on_stop_signal};
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         st(&g_phase, PH_WARMUP);
-        sleep_s(opt.warmup);
+        sleep_run(opt.warmup);
         uint64_t r0 = now_ns();
         st(&g_phase, PH_RUN);
-        sleep_s(opt.duration);
+        sleep_run(opt.duration);
         st(&g_phase, PH_STOP);
         elapsed = (double)(now_ns() - r0) / 1e9;
         open_stat = server_stat();
@@ -1667,7 +1736,9 @@ int main(int argc, char **argv)
     for (;;) {
         int done = 1;
         for (int t = 0; t < opt.threads; t++)
-            if (pthread_tryjoin_np(g_workers[t].th, NULL) == EBUSY)
+            if (!g_workers[t].th)
+                continue;           /* joined already */
+            else if (pthread_tryjoin_np(g_workers[t].th, NULL) == EBUSY)
                 done = 0;
             else
                 g_workers[t].th = 0;
@@ -1703,13 +1774,16 @@ int main(int argc, char **argv)
              "\"opened\":%llu,\"open_failed\":%llu,\"open_s\":%.3f,\"errors\":%llu,"
              "\"verify_errors\":%llu,\"protocol_errors\":%llu,\"io_errors\":%llu,"
              "\"handshake_errors\":%llu,\"connect_errors\":%llu,\"server_closed\":%llu,"
+             "\"tls_resume\":%s,\"tls_full\":%llu,\"tls_resumed\":%llu,"
              "\"first_error\":\"",
              mode_names[opt.mode], url, opt.raw ? "true" : "false", opt.tls ? "true" : "false",
              opt.conns, opt.threads, (unsigned long long)tot.opened,
              (unsigned long long)tot.open_failed, open_s, (unsigned long long)errors,
              (unsigned long long)tot.verify_errors, (unsigned long long)tot.proto_errors,
              (unsigned long long)tot.io_errors, (unsigned long long)tot.hs_errors,
-             (unsigned long long)tot.connect_errors, (unsigned long long)tot.server_closed);
+             (unsigned long long)tot.connect_errors, (unsigned long long)tot.server_closed,
+             opt.resume ? "true" : "false", (unsigned long long)tot.tls_full,
+             (unsigned long long)tot.tls_resumed);
     /* escape the first error for JSON */
     char esc[1100];
     size_t ei = 0;
@@ -1747,6 +1821,10 @@ int main(int argc, char **argv)
                opt.size, type, elapsed);
         printf("  %.0f connections/s  cycle us p50 %.0f p99 %.0f max %.0f\n", cps,
                us(h_pct(&tot.lat, 50)), us(h_pct(&tot.lat, 99)), us(tot.lat.max));
+        if (opt.tls)
+            printf("  TLS handshakes: %llu full, %llu resumed (--resume %s)\n",
+                   (unsigned long long)tot.tls_full, (unsigned long long)tot.tls_resumed,
+                   opt.resume ? "on" : "off");
         printf("  errors %llu\n", (unsigned long long)errors);
         if (jf)
             fprintf(jf, "{%s%s\",\"size\":%zu,\"type\":\"%s\",\"duration_s\":%.3f,"

@@ -2,8 +2,9 @@
 # Run httpd with mod_websocket in the foreground (what `make demo` runs).
 #   scripts/demo.sh [PORT]     http/ws on PORT (default 8080), https/wss on PORT+1;
 #                              HTTP/2 too: h2 on PORT+1, h2c on PORT, WebSockets over both
-# The config, logs and a self-signed certificate (made on first run, then kept) live in
-# build/demo/.  Ctrl-C stops it.
+# The config, logs and a self-signed ECDSA P-256 certificate (made on first run, then kept)
+# live in build/demo/.  TLS session resumption is on (session cache and tickets).
+# Ctrl-C stops it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
