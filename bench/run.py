@@ -53,8 +53,8 @@ SERVER_CPU = "0"
 CLIENT_CPU = "1" if NCPU > 1 else "0"
 
 # Event MPM at scale (README "Tuning for 10,000 connections").
-ASYNC_MPM = {"StartServers": 2, "ServerLimit": 2, "ThreadsPerChild": 25, "ThreadLimit": 25,
-             "MaxRequestWorkers": 50, "MinSpareThreads": 25, "MaxSpareThreads": 50,
+ASYNC_MPM = {"StartServers": 2, "ServerLimit": 2, "ThreadsPerChild": 16, "ThreadLimit": 16,
+             "MaxRequestWorkers": 32, "MinSpareThreads": 16, "MaxSpareThreads": 32,
              "AsyncRequestWorkerFactor": int(os.environ.get("BENCH_ARWF", "400")),
              "MaxConnectionsPerChild": 0}
 ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "MaxMemFree 1\n")

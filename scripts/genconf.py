@@ -77,17 +77,18 @@ MPM_DEFAULTS = {
 }
 
 # The demo's preset for 10,000 concurrent connections on the event MPM (README, "Tuning
-# for 10,000 connections"): 2 children x 25 threads, each child accepting about
-# 25 + 25 * 400 connections; MaxMemFree 1 returns a finished request's memory instead
+# for 10,000 connections"): 2 children x 16 threads (workers only run handshakes and
+# pages: sessions live on the event loops), each child accepting about 16 + 16 * 400
+# connections (suspended sessions count); MaxMemFree 1 returns a finished request's memory instead
 # of keeping it with each parked connection (~25 KB -> ~9 KB per idle connection).
 SCALE_EVENT = {
     "StartServers": 2,
     "ServerLimit": 2,
-    "ThreadsPerChild": 25,
-    "ThreadLimit": 25,
-    "MaxRequestWorkers": 50,
-    "MinSpareThreads": 25,
-    "MaxSpareThreads": 50,
+    "ThreadsPerChild": 16,
+    "ThreadLimit": 16,
+    "MaxRequestWorkers": 32,
+    "MinSpareThreads": 16,
+    "MaxSpareThreads": 32,
     "AsyncRequestWorkerFactor": 400,
     "MaxConnectionsPerChild": 0,
     "MaxMemFree": 1,

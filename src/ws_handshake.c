@@ -320,7 +320,7 @@ int ws_handler(request_rec *r)
     /* What on_open sent goes out now, from this thread; then the session leaves the
      * MPM for a loop (ws_loop.h).  SUSPENDED skips the access log: log the 101 now. */
     if (s->state == WS_ST_DONE || ws_flush(s) != APR_SUCCESS || c->aborted
-        || ws_loop_prepare(s) != 0) {
+        || ws_loop_prepare(s, r) != 0) {
         ws_flush(s);
         ws_session_end(s);
         return OK;

@@ -44,6 +44,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_LINGER apr_time_from_sec(2)          /* as ap_lingering_close's */
 #define WS_RETIRE_AFTER apr_time_from_msec(100) /* see ws_loop_retire */
 #define WS_TRIM_CHURN (16 * 1024 * 1024)        /* malloc_trim after this much traffic */
+#define WS_MPM_RECHECK apr_time_from_msec(10)   /* has the MPM let go yet? */
 
 typedef enum { WS_LC_NEW, WS_LC_LIVE, WS_LC_LINGER, WS_LC_CLOSED } ws_lc_phase;
 
@@ -53,6 +54,7 @@ struct ws_loop;
 typedef struct ws_lconn {
     ws_conn *s;
     struct ws_loop *loop;
+    request_rec *r;               /* the upgrade request, until its pool is freed */
     apr_socket_t *sock;
     int fd;
     ws_lc_phase phase;
@@ -136,7 +138,7 @@ static void ws_loop_wake(ws_handle *h, void *baton)
 
 /* ---- handing sessions over (handler thread, then the MPM's worker) ---- */
 
-int ws_loop_prepare(ws_conn *s)
+int ws_loop_prepare(ws_conn *s, request_rec *r)
 {
     conn_rec *c = s->c;
     ws_lconn *lc = apr_pcalloc(c->pool, sizeof(*lc));
@@ -148,6 +150,7 @@ int ws_loop_prepare(ws_conn *s)
         }
     }
     lc->s = s;
+    lc->r = r;
     lc->loop = L;
     lc->sock = ap_get_conn_socket(c);
     if (!lc->sock || apr_os_sock_get(&lc->fd, lc->sock) != APR_SUCCESS) {
@@ -225,6 +228,13 @@ static int ws_loop_mpm_done(ws_lconn *lc)
     if (!lc->mpm_done && __atomic_load_n(&c->sbh, __ATOMIC_ACQUIRE) == NULL) {
         lc->mpm_done = 1;
         c->sbh = ws_loop_sbh;
+        /* The request's pool (several KB per idle session) is not needed any more:
+         * the 101 is logged, the session's state lives in c->pool.  Its cleanup
+         * clears the MPM's pointer to r, which the MPM no longer reads. */
+        if (lc->r) {
+            apr_pool_destroy(lc->r->pool);
+            lc->r = NULL;
+        }
     }
     return lc->mpm_done;
 }
@@ -372,6 +382,9 @@ static void ws_loop_run(ws_lconn *lc, int readable)
     }
     else if (!pending) {
         ws_session_idle(s);
+    }
+    if (!lc->mpm_done && (!next || next > now + WS_MPM_RECHECK)) {
+        next = now + WS_MPM_RECHECK;    /* to free the request's pool soon */
     }
     /* While the peer does not take our output, take no more input from it. */
     ws_loop_interest(lc, blocked ? EPOLLOUT : EPOLLIN);

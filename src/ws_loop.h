@@ -19,9 +19,10 @@ void ws_loop_child_init(apr_pool_t *pchild, int n);
 int ws_loop_available(void);
 
 /* Handler thread, after the 101 and on_open's output: the session goes to a loop when
- * the MPM lets go of the connection (the handler then returns SUSPENDED).  Returns 0,
- * or -1 (out of memory: the caller ends the session). */
-int ws_loop_prepare(ws_conn *s);
+ * the MPM lets go of the connection (the handler then returns SUSPENDED; the loop frees
+ * r's pool once the MPM is done with it).  Returns 0, or -1 (the caller ends the
+ * session). */
+int ws_loop_prepare(ws_conn *s, request_rec *r);
 
 /* suspend_connection hook (worker thread): hand a prepared session to its loop. */
 void ws_loop_suspend_connection(conn_rec *c, request_rec *r);
