@@ -6,7 +6,7 @@
 # httpd runs in single-process mode (-X: no children, the one process serves every
 # connection, so valgrind sees all of the module's work: plugin threads, TLS) from
 # build/, with the prefork MPM by default (the blocking driver, one connection at a
-# time); MPM=event runs the async driver and its housekeeping thread instead.  fuzz/valgrind_client.py runs
+# time); MPM=event runs the event loops instead.  fuzz/valgrind_client.py runs
 # every scenario over ws and wss ROUNDS times (default 2): echo of every length class,
 # fragments and pings, protocol errors (1002, 1007, 1009), the probe plugin (flood,
 # close, fail -> 1011), a never-reading client (1008), abrupt disconnects, refused

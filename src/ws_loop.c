@@ -44,7 +44,7 @@ APLOG_USE_MODULE(websocket);
 #define WS_LINGER apr_time_from_sec(2)          /* as ap_lingering_close's */
 #define WS_RETIRE_AFTER apr_time_from_msec(100) /* see ws_loop_retire */
 #define WS_TRIM_CHURN (16 * 1024 * 1024)        /* malloc_trim after this much traffic */
-#define WS_MPM_RECHECK apr_time_from_msec(10)   /* has the MPM let go yet? */
+#define WS_MPM_RECHECK apr_time_from_msec(1)    /* has the MPM let go yet? */
 
 typedef enum { WS_LC_NEW, WS_LC_LIVE, WS_LC_LINGER, WS_LC_CLOSED } ws_lc_phase;
 
@@ -62,6 +62,7 @@ typedef struct ws_lconn {
     ws_timer timer;
     apr_time_t adopted;           /* when the MPM handed it over */
     int mpm_done;                 /* the MPM has surely let go (see ws_loop_mpm_done) */
+    int started;                  /* ws_loop_run ran once after that */
     apr_time_t drain_deadline;    /* a finished session's output must go by then */
     apr_time_t linger_until;
     int in_again;
@@ -363,7 +364,15 @@ static void ws_loop_run(ws_lconn *lc, int readable)
     apr_time_t next = 0, now;
     int pending, blocked;
 
-    ws_loop_mpm_done(lc);
+    if (!ws_loop_mpm_done(lc)) {
+        /* The MPM is still on its way out of the hook: start once it is done. */
+        ws_loop_timer(lc, apr_time_now() + WS_MPM_RECHECK);
+        return;
+    }
+    if (!lc->started) {
+        lc->started = 1;
+        readable = 1;   /* frames that came with the handshake may sit in the filters */
+    }
     if (s->state != WS_ST_DONE) {
         next = ws_session_round(s, readable, WS_LOOP_READ_BUDGET);
     }
@@ -382,9 +391,6 @@ static void ws_loop_run(ws_lconn *lc, int readable)
     }
     else if (!pending) {
         ws_session_idle(s);
-    }
-    if (!lc->mpm_done && (!next || next > now + WS_MPM_RECHECK)) {
-        next = now + WS_MPM_RECHECK;    /* to free the request's pool soon */
     }
     /* While the peer does not take our output, take no more input from it. */
     ws_loop_interest(lc, blocked ? EPOLLOUT : EPOLLIN);
@@ -411,7 +417,6 @@ static void ws_loop_adopt(ws_loop *L, ws_lconn *lc)
     }
     L->all = lc;
     ws_handle_set_waker(lc->s->h, ws_loop_wake, lc);
-    /* Frames that came with the handshake may already sit in the filters. */
     ws_loop_run(lc, 1);
 }
 
