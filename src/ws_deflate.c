@@ -647,39 +647,39 @@ void ws_pmd_thread_cache_free(void)
 
 /* ---- compression (RFC 7692 7.2.1) ------------------------------------------------ */
 
-int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
-                    const uint8_t **out, size_t *out_len)
+/* The deflate stream for the next message, initialised if need be; NULL if out of
+ * memory (nothing is left half-initialised). */
+static z_stream *ws_deflate_stream(ws_pmd *pmd)
 {
-    z_stream *z;
-    size_t pos = 0, have = 0, cap;
     int rc;
-
-    *out = ws_empty_block;
-    *out_len = sizeof(ws_empty_block);
-    /* An empty message: an empty stored block minus its tail (see the notes). */
-    if (len == 0)
-        return WS_OK;
 
     if (pmd->p.server_no_context_takeover) {
         /* RFC 7692 7.1.1.1: a new window for every message */
-        z = ws_tcache_get(pmd);
-        if (!z)
-            return WS_ERR_NOMEM;
-    } else {
-        /* RFC 7692 7.2.1: with context takeover the window carries over */
-        if (!pmd->def_live) {
-            ws_zhooks(&pmd->def, &pmd->zmem);
-            rc = deflateInit2(&pmd->def, pmd->level, Z_DEFLATED, -pmd->dbits,
-                              pmd->mem_level, pmd->strategy);
-            ws_note_peak(pmd);
-            if (rc != Z_OK) {
-                deflateEnd(&pmd->def);
-                return WS_ERR_NOMEM;
-            }
-            pmd->def_live = 1;
-        }
-        z = &pmd->def;
+        return ws_tcache_get(pmd);
     }
+    /* RFC 7692 7.2.1: with context takeover the window carries over */
+    if (!pmd->def_live) {
+        ws_zhooks(&pmd->def, &pmd->zmem);
+        rc = deflateInit2(&pmd->def, pmd->level, Z_DEFLATED, -pmd->dbits,
+                          pmd->mem_level, pmd->strategy);
+        ws_note_peak(pmd);
+        if (rc != Z_OK) {
+            deflateEnd(&pmd->def);
+            return NULL;
+        }
+        pmd->def_live = 1;
+    }
+    return &pmd->def;
+}
+
+/* Deflate in[0..len) into pmd->cbuf, ending with a sync flush; *have is the number of
+ * bytes written, the 00 00 ff ff tail included.  Returns 0 if out of memory or if zlib
+ * fails (the stream is then in an unknown state). */
+static int ws_deflate_message(ws_pmd *pmd, z_stream *z, const uint8_t *in, size_t len,
+                              size_t *out_have)
+{
+    size_t pos = 0, have = 0, cap;
+    int rc;
 
     /* A first guess; text usually compresses 3x or better, and it doubles if not. */
     ws_shrink(&pmd->cbuf, &pmd->ccap);
@@ -687,7 +687,7 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
     if (cap > 65536)
         cap = 65536;
     if (!ws_grow(pmd, &pmd->cbuf, &pmd->ccap, cap))
-        goto nomem;
+        return 0;
 
     z->avail_in = 0;
     for (;;) {
@@ -706,7 +706,7 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
         if (have == pmd->ccap) {
             size_t ncap = pmd->ccap * 2;
             if (ncap < pmd->ccap || !ws_grow(pmd, &pmd->cbuf, &pmd->ccap, ncap))
-                goto nomem;
+                return 0;
         }
         give = pmd->ccap - have < WS_ZCHUNK ? (uInt)(pmd->ccap - have) : (uInt)WS_ZCHUNK;
         z->next_out = pmd->cbuf + have;
@@ -714,24 +714,17 @@ int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
         rc = deflate(z, flush);
         have += give - z->avail_out;
         if (rc != Z_OK && rc != Z_BUF_ERROR)
-            goto nomem;     /* Z_STREAM_ERROR: cannot happen with a sane stream */
+            return 0;       /* Z_STREAM_ERROR: cannot happen with a sane stream */
         /* zlib: the flush is complete when deflate leaves output space unused */
         if (flush == Z_SYNC_FLUSH && z->avail_in == 0 && z->avail_out > 0)
             break;
     }
-    z->next_in = Z_NULL;
-    z->next_out = Z_NULL;
-    if (pmd->p.server_no_context_takeover)
-        deflateReset(z);
+    *out_have = have;
+    return 1;
+}
 
-    /* RFC 7692 7.2.1: remove the 00 00 ff ff the sync flush ended with */
-    if (have < 4 || memcmp(pmd->cbuf + have - 4, ws_tail, 4) != 0)
-        goto nomem;         /* cannot happen: zlib always ends a sync flush so */
-    *out = pmd->cbuf;
-    *out_len = have - 4;
-    return WS_OK;
-
-nomem:
+static int ws_compress_fail(ws_pmd *pmd, const uint8_t **out, size_t *out_len)
+{
     /* The stream may hold part of a message the peer will never see. */
     if (pmd->p.server_no_context_takeover) {
         ws_pmd_thread_cache_free();
@@ -742,6 +735,37 @@ nomem:
     *out = ws_empty_block;
     *out_len = 0;
     return WS_ERR_NOMEM;
+}
+
+int ws_pmd_compress(ws_pmd *pmd, const uint8_t *in, size_t len,
+                    const uint8_t **out, size_t *out_len)
+{
+    z_stream *z;
+    size_t have;
+
+    *out = ws_empty_block;
+    *out_len = sizeof(ws_empty_block);
+    /* An empty message: an empty stored block minus its tail (see the notes). */
+    if (len == 0)
+        return WS_OK;
+
+    z = ws_deflate_stream(pmd);
+    if (!z)
+        return WS_ERR_NOMEM;
+    if (!ws_deflate_message(pmd, z, in, len, &have))
+        return ws_compress_fail(pmd, out, out_len);
+    z->next_in = Z_NULL;
+    z->next_out = Z_NULL;
+    if (pmd->p.server_no_context_takeover)
+        deflateReset(z);
+
+    /* RFC 7692 7.2.1: remove the 00 00 ff ff the sync flush ended with (the check
+     * cannot fail: zlib always ends a sync flush so) */
+    if (have < 4 || memcmp(pmd->cbuf + have - 4, ws_tail, 4) != 0)
+        return ws_compress_fail(pmd, out, out_len);
+    *out = pmd->cbuf;
+    *out_len = have - 4;
+    return WS_OK;
 }
 
 /* ---- decompression (RFC 7692 7.2.2) ---------------------------------------------- */
@@ -799,17 +823,197 @@ static int ws_decompress_fail(ws_pmd *pmd, int err, const uint8_t **out, size_t 
     return err;
 }
 
+/* One message on its way through ws_pmd_decompress(). */
+typedef struct {
+    const uint8_t *in;
+    size_t len, pos;            /* the payload, and how much of it zlib has been given */
+    size_t limit;               /* max_out, or SIZE_MAX for none */
+    size_t have;                /* bytes inflated into pmd->dbuf */
+    int text;
+    int tail_given, ended, probing;
+    int drained;            /* the last inflate call had output space left over */
+    int boundary;           /* the last call that made progress ended between blocks */
+    int done;               /* the message is all inflated */
+    uint8_t probe;          /* the scratch byte once dbuf is full at max_out */
+    ws_utf8 utf8;
+} ws_inflate_msg;
+
+/* Make pmd->inf live: a new stream, with the kept window as its dictionary. */
+static int ws_inflate_open(ws_pmd *pmd)
+{
+    z_stream *z = &pmd->inf;
+    int rc;
+
+    if (pmd->inf_live)
+        return WS_OK;
+    ws_zhooks(z, &pmd->zmem);
+    rc = inflateInit2(z, -pmd->ibits);
+    if (rc == Z_OK && pmd->win_len)
+        rc = inflateSetDictionary(z, pmd->win, (uInt)pmd->win_len);
+    ws_note_peak(pmd);
+    /* the window is in zlib's now: do not hold it twice while inflating */
+    free(pmd->win);
+    pmd->win = NULL;
+    pmd->win_len = pmd->win_cap = 0;
+    if (rc != Z_OK) {
+        inflateEnd(z);
+        return WS_ERR_NOMEM;
+    }
+    pmd->inf_live = 1;
+    return WS_OK;
+}
+
+/* Set up m for a message and give pmd->dbuf its first size. */
+static int ws_inflate_begin(ws_pmd *pmd, ws_inflate_msg *m, const uint8_t *in, size_t len,
+                            size_t max_out, int text)
+{
+    size_t cap;
+
+    memset(m, 0, sizeof(*m));
+    m->in = in;
+    m->len = len;
+    m->limit = max_out ? max_out : SIZE_MAX;
+    m->text = text;
+    ws_utf8_init(&m->utf8);
+
+    /* A first guess at the size: 4x the input, at most 64 KiB, and then doubling. */
+    ws_shrink(&pmd->dbuf, &pmd->dcap);
+    cap = len < 16384 ? len * 4 + 256 : 65536;
+    if (cap > m->limit)
+        cap = m->limit;
+    if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, cap))
+        return WS_ERR_NOMEM;
+    pmd->inf.avail_in = 0;
+    return WS_OK;
+}
+
+/* Give zlib more input if it has used up what it had: the next chunk of the payload,
+ * then the tail.  Returns 1 when the payload is all inflated and ended at a block
+ * boundary, so the tail is not given (see ws_inflate_at_boundary). */
+static int ws_inflate_input(z_stream *z, ws_inflate_msg *m)
+{
+    if (z->avail_in != 0)
+        return 0;
+    if (m->pos < m->len) {
+        size_t n = m->len - m->pos < WS_ZCHUNK ? m->len - m->pos : WS_ZCHUNK;
+        z->next_in = (Bytef *)(uintptr_t)(m->in + m->pos);
+        z->avail_in = (uInt)n;
+        m->pos += n;
+    } else if (!m->tail_given && m->drained) {
+        /* the payload is all inflated: where did it end? */
+        if (m->boundary)
+            return 1;
+        /* RFC 7692 7.2.2: append 00 00 ff ff to the payload */
+        z->next_in = (Bytef *)(uintptr_t)ws_tail;
+        z->avail_in = sizeof(ws_tail);
+        m->tail_given = 1;
+    }
+    return 0;
+}
+
+/* Give zlib output space: the rest of pmd->dbuf, grown by doubling up to max_out, and
+ * once it is full at max_out, the scratch byte.  *give is the space given. */
+static int ws_inflate_output(ws_pmd *pmd, ws_inflate_msg *m, uInt *give)
+{
+    z_stream *z = &pmd->inf;
+    /* the usable part of the buffer: a kept buffer may be larger than max_out */
+    size_t room = pmd->dcap < m->limit ? pmd->dcap : m->limit;
+
+    if (m->have == room && !m->probing) {
+        if (room == m->limit) {
+            /* Full at max_out: ask for one byte more into a scratch byte. */
+            m->probing = 1;
+        } else {
+            size_t ncap = pmd->dcap * 2;
+            if (ncap < pmd->dcap || ncap > m->limit)
+                ncap = m->limit;
+            if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, ncap))
+                return WS_ERR_NOMEM;
+            room = pmd->dcap < m->limit ? pmd->dcap : m->limit;
+        }
+    }
+    if (m->probing) {
+        z->next_out = &m->probe;
+        z->avail_out = *give = 1;
+    } else {
+        *give = room - m->have < WS_ZCHUNK ? (uInt)(room - m->have) : (uInt)WS_ZCHUNK;
+        z->next_out = pmd->dbuf + m->have;
+        z->avail_out = *give;
+    }
+    return WS_OK;
+}
+
+/* One inflate call and what it says; sets m->done when the message is over. */
+static int ws_inflate_step(ws_pmd *pmd, ws_inflate_msg *m)
+{
+    z_stream *z = &pmd->inf;
+    size_t before = m->have;
+    uInt give;
+    int rc;
+
+    if (ws_inflate_output(pmd, m, &give) != WS_OK)
+        return WS_ERR_NOMEM;
+    rc = inflate(z, Z_SYNC_FLUSH);
+    m->drained = z->avail_out > 0;
+    /* zlib reports a block boundary only for a call that got there: one without
+     * input or output space (Z_BUF_ERROR) leaves the state as it was */
+    if (rc != Z_BUF_ERROR)
+        m->boundary = ws_inflate_at_boundary(z);
+    if (m->probing) {
+        if (z->avail_out == 0)      /* one byte past max_out (RFC 6455 10.4) */
+            return WS_ERR_TOO_BIG;
+    } else {
+        m->have += give - z->avail_out;
+    }
+    if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT)
+        return WS_ERR_INFLATE;
+    if (rc == Z_MEM_ERROR || rc == Z_STREAM_ERROR)
+        return WS_ERR_NOMEM;
+    ws_note_peak(pmd);      /* inflate allocates its window on first output */
+    /* RFC 6455 8.1: text must be UTF-8; fail as soon as it cannot be */
+    if (m->text && m->have > before
+        && ws_utf8_feed(&m->utf8, pmd->dbuf + before, m->have - before) != WS_OK)
+        return WS_ERR_UTF8;
+    if (rc == Z_STREAM_END) {
+        m->ended = 1;       /* a BFINAL block: what follows is not DEFLATE data */
+        m->done = 1;
+    } else if (m->tail_given && z->avail_in == 0 && z->avail_out > 0) {
+        /* Z_SYNC_FLUSH gives all the output it can: space left over after the whole
+         * input means the message is done (Z_BUF_ERROR: no progress was possible). */
+        m->done = 1;
+    }
+    return WS_OK;
+}
+
+/* After the last inflate call: did the message end where it may, and what of the
+ * stream is kept for the next one? */
+static int ws_inflate_finish(ws_pmd *pmd, const ws_inflate_msg *m)
+{
+    z_stream *z = &pmd->inf;
+
+    z->next_in = Z_NULL;
+    z->next_out = Z_NULL;
+    /* RFC 7692 7.2.2: with the tail restored, a message ends at a block boundary
+     * (data_type bit 128); anything else is DEFLATE data cut inside a block. */
+    if (!m->ended && !(m->boundary || (z->data_type & 128)))
+        return WS_ERR_INFLATE;
+    if (m->text && !ws_utf8_complete(&m->utf8))
+        return WS_ERR_UTF8;
+
+    if (pmd->p.client_no_context_takeover) {
+        /* RFC 7692 7.1.1.2: the client starts every message with an empty window,
+         * so nothing needs keeping: an idle connection holds no inflate state */
+        ws_inflate_end(pmd);
+    } else if (m->ended) {
+        return ws_inflate_park(pmd);
+    }
+    return WS_OK;
+}
+
 int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out,
                       int text, const uint8_t **out, size_t *out_len)
 {
-    z_stream *z = &pmd->inf;
-    size_t limit = max_out ? max_out : SIZE_MAX;
-    size_t pos = 0, have = 0;
-    int tail_given = 0, ended = 0, probing = 0;
-    int drained = 0;            /* the last inflate call had output space left over */
-    int boundary = 0;           /* the last call that made progress ended between blocks */
-    uint8_t probe;
-    ws_utf8 utf8;
+    ws_inflate_msg m;
     int rc;
 
     *out = ws_empty_block;
@@ -822,128 +1026,19 @@ int ws_pmd_decompress(ws_pmd *pmd, const uint8_t *in, size_t len, size_t max_out
      * 00 00 ff ff alone would leave it inside a stored block. */
     if (len == 0)
         return WS_OK;
-    if (!pmd->inf_live) {
-        ws_zhooks(z, &pmd->zmem);
-        rc = inflateInit2(z, -pmd->ibits);
-        if (rc == Z_OK && pmd->win_len)
-            rc = inflateSetDictionary(z, pmd->win, (uInt)pmd->win_len);
-        ws_note_peak(pmd);
-        /* the window is in zlib's now: do not hold it twice while inflating */
-        free(pmd->win);
-        pmd->win = NULL;
-        pmd->win_len = pmd->win_cap = 0;
-        if (rc != Z_OK) {
-            inflateEnd(z);
-            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
-        }
-        pmd->inf_live = 1;
-    }
-    ws_utf8_init(&utf8);
-
-    /* A first guess at the size: 4x the input, at most 64 KiB, and then doubling. */
-    ws_shrink(&pmd->dbuf, &pmd->dcap);
-    {
-        size_t cap = len < 16384 ? len * 4 + 256 : 65536;
-        if (cap > limit)
-            cap = limit;
-        if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, cap))
-            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
-    }
-
-    z->avail_in = 0;
-    for (;;) {
-        size_t before = have;
-        /* the usable part of the buffer: a kept buffer may be larger than max_out */
-        size_t room = pmd->dcap < limit ? pmd->dcap : limit;
-        uInt give;
-
-        if (z->avail_in == 0) {
-            if (pos < len) {
-                size_t n = len - pos < WS_ZCHUNK ? len - pos : WS_ZCHUNK;
-                z->next_in = (Bytef *)(uintptr_t)(in + pos);
-                z->avail_in = (uInt)n;
-                pos += n;
-            } else if (!tail_given && drained) {
-                /* the payload is all inflated: where did it end? */
-                if (boundary)
-                    break;
-                /* RFC 7692 7.2.2: append 00 00 ff ff to the payload */
-                z->next_in = (Bytef *)(uintptr_t)ws_tail;
-                z->avail_in = sizeof(ws_tail);
-                tail_given = 1;
-            }
-        }
-        if (have == room && !probing) {
-            if (room == limit) {
-                /* Full at max_out: ask for one byte more into a scratch byte. */
-                probing = 1;
-            } else {
-                size_t ncap = pmd->dcap * 2;
-                if (ncap < pmd->dcap || ncap > limit)
-                    ncap = limit;
-                if (!ws_grow(pmd, &pmd->dbuf, &pmd->dcap, ncap))
-                    return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
-                room = pmd->dcap < limit ? pmd->dcap : limit;
-            }
-        }
-        if (probing) {
-            z->next_out = &probe;
-            z->avail_out = give = 1;
-        } else {
-            give = room - have < WS_ZCHUNK ? (uInt)(room - have) : (uInt)WS_ZCHUNK;
-            z->next_out = pmd->dbuf + have;
-            z->avail_out = give;
-        }
-        rc = inflate(z, Z_SYNC_FLUSH);
-        drained = z->avail_out > 0;
-        /* zlib reports a block boundary only for a call that got there: one without
-         * input or output space (Z_BUF_ERROR) leaves the state as it was */
-        if (rc != Z_BUF_ERROR)
-            boundary = ws_inflate_at_boundary(z);
-        if (probing) {
-            if (z->avail_out == 0)      /* one byte past max_out (RFC 6455 10.4) */
-                return ws_decompress_fail(pmd, WS_ERR_TOO_BIG, out, out_len);
-        } else {
-            have += give - z->avail_out;
-        }
-        if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT)
-            return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
-        if (rc == Z_MEM_ERROR || rc == Z_STREAM_ERROR)
-            return ws_decompress_fail(pmd, WS_ERR_NOMEM, out, out_len);
-        ws_note_peak(pmd);      /* inflate allocates its window on first output */
-        /* RFC 6455 8.1: text must be UTF-8; fail as soon as it cannot be */
-        if (text && have > before
-            && ws_utf8_feed(&utf8, pmd->dbuf + before, have - before) != WS_OK)
-            return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
-        if (rc == Z_STREAM_END) {
-            ended = 1;          /* a BFINAL block: what follows is not DEFLATE data */
+    rc = ws_inflate_open(pmd);
+    if (rc == WS_OK)
+        rc = ws_inflate_begin(pmd, &m, in, len, max_out, text);
+    while (rc == WS_OK && !m.done) {
+        if (ws_inflate_input(&pmd->inf, &m))
             break;
-        }
-        /* Z_SYNC_FLUSH gives all the output it can: space left over after the whole
-         * input means the message is done (Z_BUF_ERROR: no progress was possible). */
-        if (tail_given && z->avail_in == 0 && z->avail_out > 0)
-            break;
+        rc = ws_inflate_step(pmd, &m);
     }
-    z->next_in = Z_NULL;
-    z->next_out = Z_NULL;
-
-    /* RFC 7692 7.2.2: with the tail restored, a message ends at a block boundary
-     * (data_type bit 128); anything else is DEFLATE data cut inside a block. */
-    if (!ended && !(boundary || (z->data_type & 128)))
-        return ws_decompress_fail(pmd, WS_ERR_INFLATE, out, out_len);
-    if (text && !ws_utf8_complete(&utf8))
-        return ws_decompress_fail(pmd, WS_ERR_UTF8, out, out_len);
-
-    if (pmd->p.client_no_context_takeover) {
-        /* RFC 7692 7.1.1.2: the client starts every message with an empty window,
-         * so nothing needs keeping: an idle connection holds no inflate state */
-        ws_inflate_end(pmd);
-    } else if (ended) {
-        rc = ws_inflate_park(pmd);
-        if (rc != WS_OK)
-            return ws_decompress_fail(pmd, rc, out, out_len);
-    }
+    if (rc == WS_OK)
+        rc = ws_inflate_finish(pmd, &m);
+    if (rc != WS_OK)
+        return ws_decompress_fail(pmd, rc, out, out_len);
     *out = pmd->dbuf;
-    *out_len = have;
+    *out_len = m.have;
     return WS_OK;
 }
