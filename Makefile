@@ -31,7 +31,7 @@ CFLAGS_M  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE $(HTTPD_DEF
              -Iinclude -Isrc $(addprefix -I,$(sort $(HTTPD_INC)))
 CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
 
-CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c src/ws_deflate.c src/ws_timer.c
+CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c src/ws_deflate.c src/ws_pmd_negotiate.c src/ws_timer.c
 CORE_HDR  := src/ws_proto.h src/ws_channel.h src/ws_deflate.h src/ws_timer.h
 GLUE_SRC  := src/mod_websocket.c src/ws_config.c src/ws_plugin.c src/ws_handshake.c \
              src/ws_session.c src/ws_output.c src/ws_loop.c src/ws_blocking.c src/ws_handle.c \

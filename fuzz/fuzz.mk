@@ -30,7 +30,7 @@ FUZZ_DIR           := $(BUILD)/fuzz
 FUZZ_CFLAGS        := -std=c99 -g -O1 $(WARN) -D_GNU_SOURCE \
                       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                       -Isrc -Ifuzz
-FUZZ_CORE          := $(CORE_SRC) src/ws_deflate.c src/ws_ring.c
+FUZZ_CORE          := $(CORE_SRC) src/ws_ring.c
 FUZZ_BINS          := $(addprefix $(FUZZ_DIR)/fuzz_,$(FUZZ_TARGETS))
 
 ASAN_BUILD         ?= build/asan
