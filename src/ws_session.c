@@ -198,9 +198,10 @@ static void ws_consume(ws_conn *s, uint8_t *p, size_t n)
 
 /* Read what the input filters have without blocking.  Returns APR_SUCCESS if bytes
  * were consumed, APR_EAGAIN if none were there, APR_EOF or an error otherwise.
- * *drained is set when the read shows that nothing more is waiting: on a plain
- * socket (the core's input filter alone, which reads until it has what was asked or
- * the socket says EAGAIN) a read that returned less than asked took all there was.
+ * *drained is set when the read shows that nothing more is waiting: without TLS (the
+ * core's input filter reads until it has what was asked or the socket says EAGAIN, and
+ * no filter above it keeps bytes back) a read that returned less than asked took all
+ * there was; mod_ssl may hold decrypted bytes, so TLS reads until EAGAIN.
  * Reads are asked in batches of two of the core's 8000-byte buffers, so that a busy
  * session needs few allocator nodes at a time (see ws_alloc_warm). */
 #define WS_READ_BATCH (2 * APR_BUCKET_BUFF_SIZE)
@@ -234,8 +235,7 @@ static apr_status_t ws_read_available(ws_conn *s, int *drained)
         return rv;
     }
     if (len) {
-        *drained = len < WS_READ_BATCH
-                   && s->c->input_filters->frec == ap_core_input_filter_handle;
+        *drained = len < WS_READ_BATCH && s->plain_input;
         ws_consume(s, ws_rbuf, len);
         return APR_SUCCESS;
     }
@@ -425,6 +425,7 @@ ws_conn *ws_session_create(request_rec *r, ws_dir_conf *conf, int async)
     s->bbtmp = apr_brigade_create(c->pool, c->bucket_alloc);
     s->close_code = WS_CLOSE_ABNORMAL;
     s->async = async;
+    s->plain_input = !c->master && !ap_ssl_conn_is_ssl(c);
     ws_parser_init(&s->parser, (uint64_t)conf->max_message, 1);
     s->h = ws_handle_create(s, (apr_size_t)conf->max_queue);
     if (!s->h) {

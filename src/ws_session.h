@@ -40,6 +40,7 @@ struct ws_conn {
     ws_state state;
     int async;                    /* owned by an event loop (never blocks) */
     int input_pending;            /* the last read stopped before the filters ran dry */
+    int plain_input;              /* no TLS, not an h2 stream: a short read drains */
     int detached;                 /* ws_session_end ran */
     void *user_data;
     ws_sub *subs;                 /* this session's channel subscriptions */
