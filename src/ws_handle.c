@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "apr_atomic.h"
+#include "apr_strings.h"
 
 #include "ws_handle.h"
 #include "ws_proto.h"
@@ -18,6 +19,8 @@ static apr_uint32_t ws_heap_churn;
 /* Per-child registry of live sessions: for graceful stop. */
 static pthread_mutex_t ws_reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static ws_handle *ws_reg_head;
+static int ws_reg_closing;              /* close_all ran: later sessions close at once */
+static char ws_reg_reason[124];
 
 void ws_heap_churn_add(size_t len)
 {
@@ -89,6 +92,7 @@ static void ws_handle_wake_locked(ws_handle *h)
 
 static void ws_registry_add(ws_handle *h)
 {
+    int closing;
     ws_handle_retain(h);
     pthread_mutex_lock(&ws_reg_mu);
     h->reg_next = ws_reg_head;
@@ -96,7 +100,12 @@ static void ws_registry_add(ws_handle *h)
         ws_reg_head->reg_prev = h;
     }
     ws_reg_head = h;
+    closing = ws_reg_closing;
     pthread_mutex_unlock(&ws_reg_mu);
+    if (closing) {
+        /* A handshake that was under way when the child began to stop. */
+        ws_handle_request_close(h, closing, ws_reg_reason);
+    }
 }
 
 static void ws_registry_remove(ws_handle *h)
@@ -120,6 +129,8 @@ void ws_registry_close_all(int code, const char *reason)
 {
     ws_handle *h;
     pthread_mutex_lock(&ws_reg_mu);
+    ws_reg_closing = code;
+    apr_cpystrn(ws_reg_reason, reason, sizeof(ws_reg_reason));
     for (h = ws_reg_head; h; h = h->reg_next) {
         ws_handle_request_close(h, code, reason);
     }

@@ -83,7 +83,8 @@ size_t ws_handle_buffered(ws_handle *h);
 apr_size_t ws_heap_churn_take(void);
 void ws_heap_churn_add(size_t len);
 
-/* Ask every live session of this child to close (graceful stop). */
+/* Ask every live session of this child to close (graceful stop), and every session
+ * created from now on. */
 void ws_registry_close_all(int code, const char *reason);
 
 /* ---- the owner ---- */
