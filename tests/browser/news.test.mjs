@@ -1,0 +1,223 @@
+#!/usr/bin/env node
+// Browser test of the live news page (htdocs/news.html, htdocs/channel.js) against a real
+// httpd serving /pub/news (publisher) and /sub/news (subscriber, newest-only policy).
+//
+//   node tests/browser/news.test.mjs HTTPD_URL SHOT_PREFIX [N] [M]
+//
+// HTTPD_URL is the server's base, e.g. http://127.0.0.1:8080.  The pages are loaded
+// through a TCP proxy in this script (same host, another port), so that the test can cut
+// their connections like a network drop (every socket reset, new connections refused
+// while cut) without touching the server.  Steps, each awaited on what the pages show:
+//   1. three pages, forced to websocket, eventsource and longpoll, report that transport
+//      and "live"; the server counts 3 subscribers;
+//   2. N headlines POSTed to /pub/news appear on all three, the same, in the same
+//      (newest first) order, with the ids the server gave;
+//   3. the proxy cuts every connection; once each page shows it is reconnecting, M more
+//      headlines are POSTed; the proxy lets connections through again; every page
+//      reconnects (resuming by id: the proxy saw last_event_id or Last-Event-ID) and
+//      shows all N + M headlines, each exactly once, in order;
+//   4. one more headline arrives live everywhere.
+// Screenshots: SHOT_PREFIX-TRANSPORT.png (after step 4).  Exits 0 when every step passed.
+import net from 'node:net';
+import { StepFailure, finish, launch, ok } from './lib.mjs';
+
+const [httpdUrl, shotPrefix, nArg, mArg] = process.argv.slice(2);
+if (!httpdUrl || !shotPrefix) {
+  console.error('usage: node news.test.mjs HTTPD_URL SHOT_PREFIX [N] [M]');
+  process.exit(2);
+}
+const N = Number(nArg || 5), M = Number(mArg || 4);
+const TRANSPORTS = ['websocket', 'eventsource', 'longpoll'];
+const STEP_TIMEOUT = 20000;
+const RUN = Date.now().toString(36);
+
+let step = 'start';
+
+// ---- a TCP proxy that can drop every connection -------------------------------------
+function startProxy(target) {
+  const socks = new Set();
+  const requests = [];              // request heads seen, for the resume check
+  let cut = false, cutCount = 0;
+  const server = net.createServer((c) => {
+    if (cut) { c.resetAndDestroy(); return; }
+    const u = net.connect(target.port, target.hostname);
+    for (const s of [c, u]) {
+      socks.add(s);
+      s.on('close', () => socks.delete(s));
+      s.on('error', () => { c.destroy(); u.destroy(); });
+    }
+    c.on('data', (d) => {
+      const head = d.toString('latin1');
+      const m = /^(GET|POST|PUT|DELETE) (\S+) HTTP\/1\.1\r\n/.exec(head);
+      if (m) {
+        const h = (name) => (new RegExp(`\\r\\n${name}: *([^\\r]*)`, 'i').exec(head) || [])[1] || '';
+        requests.push({ path: m[2], lastEventId: h('Last-Event-ID'), accept: h('Accept'),
+                        upgrade: h('Upgrade').toLowerCase(), cut: cutCount });
+      }
+    });
+    c.pipe(u); u.pipe(c);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    port: server.address().port,
+    requests,
+    drop() { cut = true; cutCount++; for (const s of socks) s.resetAndDestroy(); },
+    restore() { cut = false; },
+    close() { for (const s of socks) s.destroy(); server.close(); },
+  })));
+}
+
+// ---- the server ----------------------------------------------------------------------
+const pubUrl = new URL('/pub/news', httpdUrl).toString();
+
+async function publish(i, phase) {
+  const msg = { headline: `Headline ${phase} ${i} (${RUN})`, source: `src-${i}`,
+                time: new Date().toISOString() };
+  const res = await fetch(pubUrl, { method: 'POST', body: JSON.stringify(msg),
+                                    headers: { 'Content-Type': 'application/json' } });
+  if (res.status !== 200) throw new StepFailure(`POST ${pubUrl} -> ${res.status} ${await res.text()}`);
+  const a = await res.json();
+  if (!/^\d+-\d+$/.test(a.id) || a.channel !== 'news') throw new StepFailure(`POST answer ${JSON.stringify(a)}`);
+  return { id: a.id, text: msg.headline, source: msg.source, subscribers: a.subscribers };
+}
+
+async function channelInfo() {
+  const res = await fetch(pubUrl);
+  if (res.status !== 200) throw new StepFailure(`GET ${pubUrl} -> ${res.status}`);
+  return res.json();
+}
+
+// Poll the channel's info for a subscriber count, with a deadline (an event on the
+// server that the page cannot show: a held long-poll says nothing until it is answered).
+async function waitSubscribers(n) {
+  const deadline = Date.now() + STEP_TIMEOUT;
+  let info;
+  for (;;) {
+    info = await channelInfo();
+    if (info.subscribers >= n) return info;
+    if (Date.now() > deadline) throw new StepFailure(`channel has ${info.subscribers} subscribers, expected ${n}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+// ---- the pages -----------------------------------------------------------------------
+const shown = (page) => page.$$eval('#headlines li.headline', (lis) => lis.map((li) => ({
+  id: li.dataset.id, text: li.querySelector('.text').textContent,
+  source: li.querySelector('.source').textContent, time: li.querySelector('time').textContent })));
+
+const state = (page) => page.evaluate(() => ({
+  status: document.getElementById('status').dataset.state || '',
+  transport: document.getElementById('transport').dataset.transport,
+  count: Number(document.getElementById('count').textContent),
+  reconnects: Number(document.getElementById('reconnects').textContent),
+  lost: Number(document.getElementById('lost').textContent) }));
+
+async function waitPage(page, name, what, fn, arg) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: STEP_TIMEOUT, polling: 100 });
+  } catch (e) {
+    if (e.name !== 'TimeoutError') throw e;
+    throw new StepFailure(`${name}: ${what} not seen in ${STEP_TIMEOUT} ms (${JSON.stringify(await state(page))})`);
+  }
+}
+
+// Every page shows exactly `want` (newest first), ids and all.
+async function expectShown(pages, want, what) {
+  const expect = want.slice().reverse();
+  for (const [name, page] of pages) {
+    await waitPage(page, name, `${want.length} headlines`,
+      (n) => Number(document.getElementById('count').textContent) >= n, want.length);
+    const got = await shown(page);
+    const bad = got.length !== expect.length ||
+      got.some((g, i) => g.id !== expect[i].id || g.text !== expect[i].text || g.source !== expect[i].source);
+    if (bad) {
+      throw new StepFailure(`${name} ${what}: shows\n    ${got.map((g) => `${g.id} ${g.text}`).join('\n    ')}\n` +
+        `  expected\n    ${expect.map((g) => `${g.id} ${g.text}`).join('\n    ')}`);
+    }
+    if (got.some((g) => !/^\d\d:\d\d:\d\d$/.test(g.time))) throw new StepFailure(`${name}: times ${got.map((g) => g.time)}`);
+  }
+}
+
+async function main() {
+  let context = null, profile = null, proxy = null, failure = null;
+  const pages = [];
+  const errors = [];
+  try {
+    step = 'proxy';
+    proxy = await startProxy(new URL(httpdUrl));
+
+    step = 'launch chromium';
+    ({ context, profile } = await launch({ colorScheme: 'light', viewport: { width: 900, height: 900 } }));
+
+    step = 'load pages';
+    for (const t of TRANSPORTS) {
+      const page = pages.length ? await context.newPage() : (context.pages()[0] || await context.newPage());
+      page.on('pageerror', (e) => errors.push(`${t}: ${e}`));
+      const url = `http://127.0.0.1:${proxy.port}/news.html?transport=${t}`;
+      const resp = await page.goto(url, { waitUntil: 'load', timeout: STEP_TIMEOUT });
+      if (!resp || !resp.ok()) throw new StepFailure(`GET ${url} -> ${resp ? resp.status() : 'no response'}`);
+      pages.push([t, page]);
+    }
+    for (const [t, page] of pages) {
+      await waitPage(page, t, `transport ${t}, live`, (t) =>
+        document.getElementById('transport').dataset.transport === t &&
+        document.getElementById('status').dataset.state === 'open', t);
+    }
+    const info = await waitSubscribers(TRANSPORTS.length);
+    ok(`three pages live (${TRANSPORTS.join(', ')}); channel: ${JSON.stringify(info)}`);
+
+    step = `publish ${N}`;
+    const sent = [];
+    for (let i = 1; i <= N; i++) sent.push(await publish(i, 'A'));
+    if (sent[0].subscribers < TRANSPORTS.length) throw new StepFailure(`first POST reached ${sent[0].subscribers} subscribers`);
+    await expectShown(pages, sent, 'after the first headlines');
+    ok(`${N} headlines (${sent[0].id} .. ${sent[N - 1].id}) shown by all three pages in the same order`);
+
+    step = 'cut';
+    const before = new Map();
+    for (const [t, page] of pages) before.set(t, await state(page));
+    const firstAfterCut = proxy.requests.length;
+    proxy.drop();
+    for (const [t, page] of pages) {
+      await waitPage(page, t, 'the drop', () => document.getElementById('status').dataset.state !== 'open');
+    }
+    for (let i = 1; i <= M; i++) sent.push(await publish(i, 'B'));
+    ok(`connections cut, every page noticed; ${M} headlines published meanwhile`);
+    proxy.restore();
+
+    step = 'reconnect';
+    await expectShown(pages, sent, 'after the reconnect');
+    for (const [t, page] of pages) {
+      const s = await state(page);
+      if (s.reconnects <= before.get(t).reconnects) throw new StepFailure(`${t}: reconnects ${s.reconnects}, was ${before.get(t).reconnects}`);
+      if (s.lost) throw new StepFailure(`${t}: reports ${s.lost} lost`);
+      if (s.transport !== t) throw new StepFailure(`${t}: now on ${s.transport}`);
+    }
+    const after = proxy.requests.slice(firstAfterCut).filter((r) => r.path.startsWith('/sub/news'));
+    const resumed = (t) => after.some((r) => (t === 'websocket' ? r.upgrade === 'websocket'
+      : t === 'eventsource' ? /text\/event-stream/.test(r.accept) : r.upgrade === '' && !/event-stream/.test(r.accept)) &&
+      (/[?&]last_event_id=\d+-\d+/.test(r.path) || /^\d+-\d+$/.test(r.lastEventId)));
+    const notResumed = TRANSPORTS.filter((t) => !resumed(t));
+    if (notResumed.length) {
+      throw new StepFailure(`no resuming request from ${notResumed}: ${JSON.stringify(after)}`);
+    }
+    ok(`all three reconnected with a resume point and show the ${N + M} headlines once each`);
+
+    step = 'live after the reconnect';
+    sent.push(await publish(1, 'C'));
+    await expectShown(pages, sent, 'after one more');
+    const summary = [];
+    for (const [t, page] of pages) summary.push(`${t}: ${JSON.stringify(await state(page))}`);
+    ok(`one more headline live on all three; ${summary.join('; ')}`);
+
+    step = 'page errors';
+    if (errors.length) throw new StepFailure(`page errors:\n  ${errors.join('\n  ')}`);
+    ok('no page errors');
+  } catch (e) {
+    failure = e;
+  }
+  if (proxy) proxy.close();
+  return finish({ context, profile, failure, step,
+                  shots: pages.map(([t, page]) => [page, `${shotPrefix}-${t}.png`]) });
+}
+
+main().then((code) => process.exit(code), (e) => { console.error(`FAIL: ${e.stack || e}`); process.exit(1); });

@@ -1,0 +1,69 @@
+"""The live news page (htdocs/news.html with htdocs/channel.js) in headless Chromium
+against a real httpd serving the news channel without a plugin: /pub/news publishes
+(POST), /sub/news subscribes (WebSocket, EventSource or long-poll on the same URL).
+
+tests/browser/news.test.mjs opens three pages forced to websocket, eventsource and
+longpoll, publishes headlines with POST and checks that all three show the same ones in
+the same order; then it cuts every connection of the pages (a TCP proxy between Chromium
+and httpd resets them and refuses new ones, like a network drop), publishes more, lets
+connections through again and checks that every page reconnects, resumes by id and shows
+each headline exactly once.  Screenshots: build/artifacts/browser-news-TRANSPORT.png.
+
+Needs Debian's chromium and tests/browser/node_modules (scripts/deps.sh runs
+tests/browser/install.sh); a missing piece fails the test with the command that fixes it.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from test_ws_900_browser import ARTIFACTS, BROWSER_DIR, CHROMIUM, REPO, _require_tools
+
+SCRIPT = os.path.join(BROWSER_DIR, "news.test.mjs")
+TRANSPORTS = ("websocket", "eventsource", "longpoll")
+N, M = 5, 4          # headlines before the cut, and while the pages are cut off
+
+# The demo's two locations (scripts/demo.sh), with the default first-message policy
+# (newest only): a page that did not resume by id would miss what was published while
+# it was cut off.
+LOCATIONS = [
+    {"path": "/pub/news", "plugin": None,
+     "extra": "WebSocketChannelPublisher on\nRequire ip 127.0.0.1\n"},
+    {"path": "/sub/news", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"},
+]
+
+
+@pytest.fixture(scope="module")
+def server(httpd_factory):
+    return httpd_factory(mpm="event", tls=False, locations=LOCATIONS)
+
+
+def test_news_pages_in_chromium(server):
+    node = _require_tools()
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    prefix = os.path.join(ARTIFACTS, "browser-news")
+    shots = [f"{prefix}-{t}.png" for t in TRANSPORTS]
+    for s in shots:
+        if os.path.exists(s):
+            os.unlink(s)
+    base = server.http_url("")
+    cmd = [node, SCRIPT, base, prefix, str(N), str(M)]
+    env = dict(os.environ, CHROMIUM=CHROMIUM)
+    try:
+        p = subprocess.run(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, encoding="utf-8",
+                           errors="replace", timeout=120)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"news.test.mjs did not finish in {e.timeout}s\n{e.stdout or ''}\n{e.stderr or ''}")
+    report = f"$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr}"
+    print(report)
+    assert p.returncode == 0, f"browser news test failed (exit {p.returncode}):\n{report}"
+    assert p.stdout.rstrip().splitlines()[-1] == "6 passed, 0 failed", report
+    assert f"{N} headlines (" in p.stdout and "in the same order" in p.stdout, report
+    assert f"show the {N + M} headlines once each" in p.stdout, report
+    for s in shots:
+        with open(s, "rb") as f:
+            head = f.read(8)
+        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(s) > 10000, \
+            f"no usable screenshot at {s}"
