@@ -237,6 +237,11 @@ static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int 
     return 0;
 }
 
+void *ws_bp_counts_mem(ws_bp *bp)
+{
+    return (char *)bp->ring + ws_ring_bytes(WS_BP_RING_SIZE);
+}
+
 void ws_bp_current(ws_bp *bp, ws_msgid *id)
 {
     id->epoch = bp->shared->epoch;
@@ -647,8 +652,8 @@ ws_bp *ws_bp_create(apr_pool_t *pconf, const char *redis_url, const char **err)
     if (redis_url && (*err = ws_redis_url(bp, pconf, redis_url)) != NULL) {
         return NULL;
     }
-    if (apr_shm_create(&bp->shm, head + ws_ring_bytes(WS_BP_RING_SIZE), NULL, pconf)
-        != APR_SUCCESS) {
+    if (apr_shm_create(&bp->shm, head + ws_ring_bytes(WS_BP_RING_SIZE) + WS_BP_COUNTS_BYTES,
+                       NULL, pconf) != APR_SUCCESS) {
         *err = "WebSocketBackplane: cannot create the shared memory ring";
         return NULL;
     }

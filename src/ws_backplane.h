@@ -61,4 +61,9 @@ void ws_bp_local_id(ws_bp *bp, ws_msgid *id);
 /* The id last given on this server (embedded); seq 0 with Redis (Redis keeps it). */
 void ws_bp_current(ws_bp *bp, ws_msgid *id);
 
+/* Zeroed shared memory of WS_BP_COUNTS_BYTES for the subscriber counts of every child
+ * (ws_chanstore.c). */
+#define WS_BP_COUNTS_BYTES (64 * 1024)
+void *ws_bp_counts_mem(ws_bp *bp);
+
 #endif

@@ -286,3 +286,69 @@ void ws_catchup_release(ws_catchup *c)
     }
     c->n = 0;
 }
+
+/* Subscriber counts: an open-addressing table of (64-bit key hash, count) in shared
+ * memory; a slot, once claimed by a key, stays its (a count of 0 is no subscriber). */
+typedef struct ws_subslot {
+    uint64_t hash;
+    int64_t count;
+} ws_subslot;
+
+#define WS_SUBS_PROBE 64
+
+static ws_subslot *ws_subs_tab;
+static apr_size_t ws_subs_n;
+
+void ws_chanstore_set_counts(void *mem, apr_size_t bytes)
+{
+    ws_subs_tab = mem;
+    ws_subs_n = mem ? bytes / sizeof(ws_subslot) : 0;
+    if (mem) {
+        memset(mem, 0, bytes);
+    }
+}
+
+static ws_subslot *ws_subs_slot(const char *key, size_t klen, int claim)
+{
+    uint64_t h = 14695981039346656037ULL;     /* FNV-1a, never 0 */
+    size_t i;
+    for (i = 0; i < klen; i++) {
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    }
+    h |= 1;
+    for (i = 0; ws_subs_tab && i < WS_SUBS_PROBE; i++) {
+        ws_subslot *sl = &ws_subs_tab[(h + i) % ws_subs_n];
+        uint64_t cur = __atomic_load_n(&sl->hash, __ATOMIC_ACQUIRE), zero = 0;
+        if (cur == h) {
+            return sl;
+        }
+        if (cur == 0) {
+            if (!claim) {
+                return NULL;
+            }
+            if (__atomic_compare_exchange_n(&sl->hash, &zero, h, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) || zero == h) {
+                return sl;
+            }
+        }
+    }
+    return NULL;
+}
+
+void ws_chanstore_subs_add(const char *key, size_t klen, int delta)
+{
+    ws_subslot *sl = ws_subs_slot(key, klen, 1);
+    if (sl) {
+        __atomic_add_fetch(&sl->count, delta, __ATOMIC_RELAXED);
+    }
+}
+
+long ws_chanstore_subs(const char *key, size_t klen)
+{
+    ws_subslot *sl;
+    if (!ws_subs_tab) {
+        return -1;
+    }
+    sl = ws_subs_slot(key, klen, 0);
+    return sl ? (long)__atomic_load_n(&sl->count, __ATOMIC_RELAXED) : 0;
+}

@@ -58,6 +58,14 @@ void ws_catchup_release(ws_catchup *c);
 /* The newest id stored (or dropped) on any of the keys, else *dflt. */
 ws_msgid ws_chanstore_latest(const char *const *keys, const apr_size_t *klens, int nkeys,
                              const ws_msgid *dflt);
+/* Subscriber counts over every child (shared memory the parent made, zeroed; NULL:
+ * none, then ws_chanstore_subs returns -1).  Config time. */
+void ws_chanstore_set_counts(void *mem, apr_size_t bytes);
+/* A subscription to key came (delta 1) or went (-1) in this child. */
+void ws_chanstore_subs_add(const char *key, size_t klen, int delta);
+/* Subscribers of key in every child of this server, or -1 if not counted. */
+long ws_chanstore_subs(const char *key, size_t klen);
+
 /* 1 while this child has not yet seen the message with id upto (same epoch). */
 int ws_chanstore_behind(const ws_msgid *upto);
 

@@ -17,6 +17,7 @@
 
 #include "ws_backplane.h"
 #include "ws_channel.h"
+#include "ws_chanstore.h"
 #include "ws_conf.h"
 #include "ws_h2.h"
 #include "ws_hostcheck.h"
@@ -416,6 +417,7 @@ int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         ws_pubsub_set_backplane(bp);
+        ws_chanstore_set_counts(ws_bp_counts_mem(bp), WS_BP_COUNTS_BYTES);
     }
     ws_push_post_config();
     ws_status_create(pconf, !ws_pubsub_backplane() ? "off" : ws_backplane_conf ? "redis" : "embedded");

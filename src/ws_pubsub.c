@@ -109,6 +109,7 @@ int ws_pubsub_subscribe(ws_sub **subs, ws_handle *h, const char *channel, size_t
     pthread_rwlock_unlock(&ws_chan_lock);
     sub->conn_next = *subs;
     *subs = sub;
+    ws_chanstore_subs_add(channel, len, 1);
     return WS_SUCCESS;
 }
 
@@ -116,6 +117,7 @@ int ws_pubsub_subscribe(ws_sub **subs, ws_handle *h, const char *channel, size_t
 static void ws_sub_unlink_locked(ws_sub *sub)
 {
     ws_channel *ch = sub->ch;
+    ws_chanstore_subs_add(ch->name, ch->len, -1);
     if (sub->prev) {
         sub->prev->next = sub->next;
     }
@@ -172,6 +174,10 @@ size_t ws_pubsub_count(const char *key, size_t klen)
 {
     ws_channel *ch;
     size_t n = 0;
+    long all = ws_chanstore_subs(key, klen);
+    if (all >= 0) {
+        return (size_t)all;         /* every child's */
+    }
     pthread_rwlock_rdlock(&ws_chan_lock);
     ch = *ws_chan_slot(key, klen);
     for (ws_sub *sub = ch ? ch->subs : NULL; sub; sub = sub->next) {

@@ -40,7 +40,7 @@ int ws_pubsub_publish_meta(const char *key, size_t klen, int type, const void *d
 void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int opcode,
                        const unsigned char *data, size_t len, const ws_bp_meta *meta);
 
-/* Subscribers of key in this child (any thread). */
+/* Subscribers of key in every child (this child's if not counted) (any thread). */
 size_t ws_pubsub_count(const char *key, size_t klen);
 
 #endif

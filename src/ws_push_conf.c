@@ -150,6 +150,7 @@ ws_push_conf *ws_push_conf_merge(apr_pool_t *p, const ws_push_conf *base,
 
 void ws_push_pre_config(void)
 {
+    ws_chanstore_set_counts(NULL, 0);
     ws_push_limits.max_msgs = WS_CHANSTORE_DEFAULT_MSGS;
     ws_push_limits.max_age = 0;
     ws_push_limits.max_bytes = WS_CHANSTORE_DEFAULT_BYTES;
