@@ -27,12 +27,14 @@
 #include "mpm_common.h"
 #include "mod_status.h"
 
+#include "ws_chanstore.h"
 #include "ws_conf.h"
 #include "ws_h2.h"
 #include "ws_handshake.h"
 #include "ws_loop.h"
 #include "ws_plugin.h"
 #include "ws_pubsub.h"
+#include "ws_push.h"
 #include "ws_status.h"
 
 APLOG_USE_MODULE(websocket);
@@ -48,6 +50,9 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     ws_status_child_init(pchild);
     if (bp) {
+        ws_msgid now;
+        ws_bp_current(bp, &now);
+        ws_chanstore_child_init(pchild, &now);
         ws_bp_child_init(bp, pchild, ws_pubsub_deliver, NULL);
     }
     /* Threads that plugins start here inherit a mask with every signal blocked: the
@@ -91,6 +96,7 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ws_h2_register_hooks();
     /* First: a WebSocket location answers before mod_dir or the default handler. */
+    ap_hook_handler(ws_push_handler, NULL, NULL, APR_HOOK_FIRST - 1);   /* channels */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
     /* Where the MPM lets go of a suspended session: its loop takes it. */
     ap_hook_suspend_connection(ws_loop_suspend_connection, NULL, NULL, APR_HOOK_LAST);
