@@ -215,9 +215,10 @@ async function main() {
   } catch (e) {
     failure = e;
   }
+  const code = await finish({ context, profile, failure, step,
+                              shots: pages.map(([t, page]) => [page, `${shotPrefix}-${t}.png`]) });
   if (proxy) proxy.close();
-  return finish({ context, profile, failure, step,
-                  shots: pages.map(([t, page]) => [page, `${shotPrefix}-${t}.png`]) });
+  return code;
 }
 
 main().then((code) => process.exit(code), (e) => { console.error(`FAIL: ${e.stack || e}`); process.exit(1); });
