@@ -168,7 +168,6 @@ async function main() {
     step = `publish ${N}`;
     const sent = [];
     for (let i = 1; i <= N; i++) sent.push(await publish(i, 'A'));
-    if (sent[0].subscribers < TRANSPORTS.length) throw new StepFailure(`first POST reached ${sent[0].subscribers} subscribers`);
     await expectShown(pages, sent, 'after the first headlines');
     ok(`${N} headlines (${sent[0].id} .. ${sent[N - 1].id}) shown by all three pages in the same order`);
 
