@@ -27,7 +27,7 @@ done
 
 mkdir -p "$DEMO"
 CONF=$("$PY" scripts/genconf.py --dir "$DEMO" --port "$PORT" --tls-port "$TLS_PORT" \
-    --mpm event --scale --h2 "${locations[@]}")
+    --mpm event --scale --h2 --channels "${locations[@]}")
 
 # One descriptor per connection in httpd's children: raise the soft limit to the hard one
 # (10,000 connections need more than the usual 1,024).
@@ -60,6 +60,9 @@ for p in chat ticker; do
     fi
 done
 cat <<MSG
+  Channels over plain HTTP (docs/channels.md):
+    curl -d 'headline' http://127.0.0.1:$PORT/pub/news      (from 127.0.0.1 only)
+    http://127.0.0.1:$PORT/sub/news   WebSocket, EventSource or long-poll; /sub/ticker too
   (self-signed certificate: $DEMO/server.crt)
   error log: $DEMO/error.log
 Ctrl-C to stop.
