@@ -28,19 +28,9 @@ for p in chat ticker; do
     fi
 done
 
-# The news channel: publish from this machine only; a new reader gets the last 10.
-NEWS='<Location /pub/news>
-    WebSocketChannelPublisher on
-    Require ip 127.0.0.1 ::1
-</Location>
-<Location /sub/news>
-    WebSocketChannelSubscriber on
-    WebSocketChannelFirstMessage 10
-</Location>'
-
 mkdir -p "$DEMO"
 CONF=$("$PY" scripts/genconf.py --dir "$DEMO" --port "$PORT" --tls-port "$TLS_PORT" \
-    --mpm event --scale --h2 "${locations[@]}" --extra-global "$NEWS")
+    --mpm event --scale --h2 --channels "${locations[@]}")
 
 # One descriptor per connection in httpd's children: raise the soft limit to the hard one
 # (10,000 connections need more than the usual 1,024).
@@ -73,8 +63,11 @@ for p in chat ticker; do
     fi
 done
 cat <<MSG
-  live news: http://127.0.0.1:$PORT/news.html (subscribe: /sub/news; publish:
-  curl -d 'headline' http://127.0.0.1:$PORT/pub/news); sample feed log: $DEMO/newsfeed.log
+  Channels over plain HTTP (docs/channels.md):
+    curl -d 'headline' http://127.0.0.1:$PORT/pub/news      (from 127.0.0.1 only)
+    http://127.0.0.1:$PORT/sub/news   WebSocket, EventSource or long-poll; /sub/ticker too
+  Live news: http://127.0.0.1:$PORT/news.html, fed every few seconds by
+    scripts/newsfeed.py (log: $DEMO/newsfeed.log)
   (self-signed certificate: $DEMO/server.crt)
   error log: $DEMO/error.log
 Ctrl-C to stop.
