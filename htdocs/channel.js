@@ -75,6 +75,7 @@
     this.onstatus = opts.onstatus || noop;
     this.minDelay = opts.minDelay || 500;
     this.maxDelay = opts.maxDelay || 15000;
+    this.openTimeout = opts.openTimeout || 10000;
     this.attempt = 0;                 /* failures since the last good connection */
     this.reconnects = 0;
     this.state = null;
@@ -92,7 +93,7 @@
   MwsChannel.isNewer = isNewer;
 
   MwsChannel.prototype._status = function (state, extra) {
-    this.state = state;
+    if (state !== 'lost') this.state = state;      /* lost is an event, not a state */
     var s = { state: state, transport: this.transport, attempt: this.attempt,
               reconnects: this.reconnects, lastId: this.lastId };
     for (var k in extra || {}) s[k] = extra[k];
@@ -152,10 +153,20 @@
 
   MwsChannel.prototype._connect = function () {
     if (this.closed) return;
-    var gen = ++this.gen;
+    var gen = ++this.gen, self = this;
     this._status('connecting');
-    var live = function () { return this.gen === gen && !this.closed; }.bind(this);
+    var live = function () { return self.gen === gen && !self.closed; };
     this['_' + this.transport](live);
+    /* auto, before any transport got through: one that neither opens nor fails (a
+     * proxy that holds the Upgrade, or buffers the event stream) is given up on. */
+    if (!this.locked && this.transport !== 'longpoll') {
+      setTimeout(function () {
+        if (!live() || self.locked || self.state === 'open') return;
+        self.gen++;
+        if (self.conn) self.conn.close();
+        self._failed(false);
+      }, this.openTimeout);
+    }
   };
 
   MwsChannel.prototype._websocket = function (live) {
@@ -206,7 +217,8 @@
     es.addEventListener('lost', function (ev) { if (live()) self._lost(ev.data); });
     es.onerror = function () {
       if (!live()) return;
-      if (es.readyState === EventSource.CONNECTING) {
+      /* The browser retries by itself, once this transport is known to get through. */
+      if (es.readyState === EventSource.CONNECTING && (opened || self.locked)) {
         self._status('retrying', { native: true });   /* the browser reconnects itself */
         return;
       }

@@ -1,7 +1,8 @@
 /* The live news page (news.html): headlines from the "news" channel, newest first.
  *
  * Subscribes to sub/news beside the page with channel.js (MwsChannel): WebSocket, else
- * EventSource, else long-polling; ?transport=websocket|eventsource|longpoll forces one.
+ * EventSource, else long-polling; ?transport=websocket|eventsource|longpoll forces one,
+ * ?last_event_id=E-S starts after that id (a bookmark: older ones are not shown again).
  * A message is JSON {"headline", "source", "time"} (time: ISO 8601, or seconds or
  * milliseconds since the epoch) or plain text (source "unknown", time of arrival).
  *
@@ -94,9 +95,11 @@
     ui.status.dataset.state = s.state;
   }
 
-  var want = new URLSearchParams(window.location.search).get('transport') || 'auto';
+  var query = new URLSearchParams(window.location.search);
+  var want = query.get('transport') || 'auto';
   var forced = want !== 'auto';
   var url = new URL('sub/news', window.location.href).toString();
   ui.url.textContent = new URL(url).pathname;
-  window.newsChannel = new MwsChannel(url, { transport: want, onmessage: show, onstatus: status });
+  window.newsChannel = new MwsChannel(url, { transport: want, onmessage: show, onstatus: status,
+                                              lastEventId: query.get('last_event_id') });
 }());

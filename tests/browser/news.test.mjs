@@ -16,8 +16,14 @@
 //      headlines are POSTed; the proxy lets connections through again; every page
 //      reconnects (resuming by id: the proxy saw last_event_id or Last-Event-ID) and
 //      shows all N + M headlines, each exactly once, in order;
-//   4. one more headline arrives live everywhere.
-// Screenshots: SHOT_PREFIX-TRANSPORT.png (after step 4).  Exits 0 when every step passed.
+//   4. one more headline arrives live everywhere;
+//   5. auto: a page through this proxy uses WebSocket; through a proxy that resets
+//      WebSocket upgrades, EventSource; through one that also resets event streams,
+//      long-polling; each shows the next headline;
+//   6. pages resuming from an id of another epoch (?last_event_id=1-1) report the gap
+//      ("lost") once and show every stored headline.
+// Screenshots: SHOT_PREFIX-NAME.png for every page (TRANSPORT, auto-TRANSPORT,
+// lost-TRANSPORT).  Exits 0 when every step passed.
 import net from 'node:net';
 import { StepFailure, finish, launch, ok } from './lib.mjs';
 
@@ -32,35 +38,50 @@ const STEP_TIMEOUT = 20000;
 const RUN = Date.now().toString(36);
 
 let step = 'start';
+const target = new URL(httpdUrl);
 
 // ---- a TCP proxy that can drop every connection -------------------------------------
-function startProxy(target) {
+// refuse(request): reset a connection whose request matches, like a proxy that does not
+// pass WebSocket upgrades or event streams.
+function parseHead(d) {
+  const head = d.toString('latin1');
+  const m = /^(GET|POST|PUT|DELETE) (\S+) HTTP\/1\.1\r\n/.exec(head);
+  if (!m) return null;
+  const h = (name) => (new RegExp(`\\r\\n${name}: *([^\\r]*)`, 'i').exec(head) || [])[1] || '';
+  return { path: m[2], lastEventId: h('Last-Event-ID'), accept: h('Accept'),
+           upgrade: h('Upgrade').toLowerCase() };
+}
+
+function startProxy(target, refuse = null) {
   const socks = new Set();
   const requests = [];              // request heads seen, for the resume check
-  let cut = false, cutCount = 0;
+  let cut = false;
+  const track = (s) => { socks.add(s); s.on('close', () => socks.delete(s)); };
   const server = net.createServer((c) => {
     if (cut) { c.resetAndDestroy(); return; }
-    const u = net.connect(target.port, target.hostname);
-    for (const s of [c, u]) {
-      socks.add(s);
-      s.on('close', () => socks.delete(s));
-      s.on('error', () => { c.destroy(); u.destroy(); });
-    }
+    track(c);
+    let u = null;
+    c.on('error', () => { c.destroy(); if (u) u.destroy(); });
+    c.on('end', () => { if (u) u.end(); });
     c.on('data', (d) => {
-      const head = d.toString('latin1');
-      const m = /^(GET|POST|PUT|DELETE) (\S+) HTTP\/1\.1\r\n/.exec(head);
-      if (m) {
-        const h = (name) => (new RegExp(`\\r\\n${name}: *([^\\r]*)`, 'i').exec(head) || [])[1] || '';
-        requests.push({ path: m[2], lastEventId: h('Last-Event-ID'), accept: h('Accept'),
-                        upgrade: h('Upgrade').toLowerCase(), cut: cutCount });
+      const req = parseHead(d);
+      if (req) {
+        requests.push(req);
+        if (refuse && refuse(req)) { c.resetAndDestroy(); if (u) u.destroy(); return; }
       }
+      if (!u) {
+        u = net.connect(target.port, target.hostname);
+        track(u);
+        u.on('error', () => { c.destroy(); u.destroy(); });
+        u.pipe(c);
+      }
+      u.write(d);
     });
-    c.pipe(u); u.pipe(c);
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
     port: server.address().port,
     requests,
-    drop() { cut = true; cutCount++; for (const s of socks) s.resetAndDestroy(); },
+    drop() { cut = true; for (const s of socks) s.resetAndDestroy(); },
     restore() { cut = false; },
     close() { for (const s of socks) s.destroy(); server.close(); },
   })));
@@ -139,29 +160,35 @@ async function expectShown(pages, want, what) {
 
 async function main() {
   let context = null, profile = null, proxy = null, failure = null;
-  const pages = [];
+  const pages = [], all = [], proxies = [];
   const errors = [];
   try {
     step = 'proxy';
-    proxy = await startProxy(new URL(httpdUrl));
+    proxy = await startProxy(target);
 
     step = 'launch chromium';
     ({ context, profile } = await launch({ colorScheme: 'light', viewport: { width: 900, height: 900 } }));
 
-    step = 'load pages';
-    for (const t of TRANSPORTS) {
-      const page = pages.length ? await context.newPage() : (context.pages()[0] || await context.newPage());
-      page.on('pageerror', (e) => errors.push(`${t}: ${e}`));
-      const url = `http://127.0.0.1:${proxy.port}/news.html?transport=${t}`;
+    const open = async (name, port, query) => {
+      const page = all.length ? await context.newPage() : (context.pages()[0] || await context.newPage());
+      page.on('pageerror', (e) => errors.push(`${name}: ${e}`));
+      const url = `http://127.0.0.1:${port}/news.html${query}`;
       const resp = await page.goto(url, { waitUntil: 'load', timeout: STEP_TIMEOUT });
       if (!resp || !resp.ok()) throw new StepFailure(`GET ${url} -> ${resp ? resp.status() : 'no response'}`);
-      pages.push([t, page]);
-    }
-    for (const [t, page] of pages) {
-      await waitPage(page, t, `transport ${t}, live`, (t) =>
-        document.getElementById('transport').dataset.transport === t &&
-        document.getElementById('status').dataset.state === 'open', t);
-    }
+      all.push([name, page]);
+      return [name, page];
+    };
+    const live = async (list, key = (name) => name) => {
+      for (const [name, page] of list) {
+        await waitPage(page, name, `transport ${key(name)}, live`, (t) =>
+          document.getElementById('transport').dataset.transport === t &&
+          document.getElementById('status').dataset.state === 'open', key(name));
+      }
+    };
+
+    step = 'load pages';
+    for (const t of TRANSPORTS) pages.push(await open(t, proxy.port, `?transport=${t}`));
+    await live(pages);
     const info = await waitSubscribers(TRANSPORTS.length);
     ok(`three pages live (${TRANSPORTS.join(', ')}); channel: ${JSON.stringify(info)}`);
 
@@ -208,6 +235,36 @@ async function main() {
     for (const [t, page] of pages) summary.push(`${t}: ${JSON.stringify(await state(page))}`);
     ok(`one more headline live on all three; ${summary.join('; ')}`);
 
+    step = 'auto';
+    const refusing = {
+      websocket: proxy,
+      eventsource: await startProxy(target, (r) => r.upgrade === 'websocket'),
+      longpoll: await startProxy(target, (r) => r.upgrade === 'websocket' || /event-stream/.test(r.accept)),
+    };
+    proxies.push(refusing.eventsource, refusing.longpoll);
+    const auto = [];
+    for (const t of TRANSPORTS) auto.push(await open(`auto-${t}`, refusing[t].port, ''));
+    await live(auto, (name) => name.slice(5));
+    await waitSubscribers(2 * TRANSPORTS.length);
+    const d = await publish(1, 'D');
+    for (const [name, page] of auto) await expectShown([[name, page]], [d], 'on auto');
+    sent.push(d);
+    ok('auto: WebSocket through a plain proxy; EventSource where Upgrade is refused; ' +
+       'long-poll where event streams are refused too; each shows the next headline');
+
+    step = 'lost';
+    const info2 = await channelInfo();
+    if (info2.messages !== sent.length) throw new StepFailure(`channel stores ${info2.messages}, ${sent.length} were sent`);
+    const stale = [];
+    for (const t of TRANSPORTS) stale.push(await open(`lost-${t}`, proxy.port, `?transport=${t}&last_event_id=1-1`));
+    await expectShown(stale, sent, 'resuming from another epoch');
+    for (const [name, page] of stale) {
+      const s = await state(page);
+      const gaps = await page.$$eval('#headlines li.news-gap', (lis) => lis.length);
+      if (s.lost !== 1 || gaps !== 1) throw new StepFailure(`${name}: lost ${s.lost}, ${gaps} gap notes (${JSON.stringify(s)})`);
+    }
+    ok(`resuming from an id of another epoch: every transport reports the gap once and shows the ${sent.length} stored headlines`);
+
     step = 'page errors';
     if (errors.length) throw new StepFailure(`page errors:\n  ${errors.join('\n  ')}`);
     ok('no page errors');
@@ -215,8 +272,8 @@ async function main() {
     failure = e;
   }
   const code = await finish({ context, profile, failure, step,
-                              shots: pages.map(([t, page]) => [page, `${shotPrefix}-${t}.png`]) });
-  if (proxy) proxy.close();
+                              shots: all.map(([name, page]) => [page, `${shotPrefix}-${name}.png`]) });
+  for (const p of [proxy, ...proxies]) if (p) p.close();
   return code;
 }
 

@@ -7,7 +7,10 @@ longpoll, publishes headlines with POST and checks that all three show the same 
 the same order; then it cuts every connection of the pages (a TCP proxy between Chromium
 and httpd resets them and refuses new ones, like a network drop), publishes more, lets
 connections through again and checks that every page reconnects, resumes by id and shows
-each headline exactly once.  Screenshots: build/artifacts/browser-news-TRANSPORT.png.
+each headline exactly once.  Then the client's own choice ('auto'): WebSocket, or
+EventSource behind a proxy that refuses Upgrade, or long-polling behind one that refuses
+event streams too; and the lost signal, for a page resuming from an id of another epoch.
+Screenshots: build/artifacts/browser-news-*.png (one per page).
 
 Needs Debian's chromium and tests/browser/node_modules (scripts/deps.sh runs
 tests/browser/install.sh); a missing piece fails the test with the command that fixes it.
@@ -43,7 +46,7 @@ def test_news_pages_in_chromium(server):
     node = _require_tools()
     os.makedirs(ARTIFACTS, exist_ok=True)
     prefix = os.path.join(ARTIFACTS, "browser-news")
-    shots = [f"{prefix}-{t}.png" for t in TRANSPORTS]
+    shots = [f"{prefix}-{kind}{t}.png" for kind in ("", "auto-", "lost-") for t in TRANSPORTS]
     for s in shots:
         if os.path.exists(s):
             os.unlink(s)
@@ -59,9 +62,11 @@ def test_news_pages_in_chromium(server):
     report = f"$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr}"
     print(report)
     assert p.returncode == 0, f"browser news test failed (exit {p.returncode}):\n{report}"
-    assert p.stdout.rstrip().splitlines()[-1] == "6 passed, 0 failed", report
+    assert p.stdout.rstrip().splitlines()[-1] == "8 passed, 0 failed", report
     assert f"{N} headlines (" in p.stdout and "in the same order" in p.stdout, report
     assert f"show the {N + M} headlines once each" in p.stdout, report
+    assert "long-poll where event streams are refused too" in p.stdout, report
+    assert f"shows the {N + M + 2} stored headlines" in p.stdout, report
     for s in shots:
         with open(s, "rb") as f:
             head = f.read(8)
