@@ -21,6 +21,7 @@
 
 #include "ws_channel.h"
 #include "ws_chanstore.h"
+#include "ws_h2.h"
 #include "ws_handshake.h"
 #include "ws_loop.h"
 #include "ws_push.h"
@@ -342,12 +343,14 @@ static void ws_push_run_blocking(ws_conn *s, request_rec *r)
         if (s->kind == WS_KIND_POLL && s->state != WS_ST_OPEN) {
             break;                /* the answer goes out with the request */
         }
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
-            s->state = WS_ST_DONE;
+        if (s->kind == WS_KIND_SSE) {
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+            if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
+                s->state = WS_ST_DONE;
+            }
+            apr_brigade_cleanup(bb);
+            s->out_buffered = 0;
         }
-        apr_brigade_cleanup(bb);
-        s->out_buffered = 0;
         if (s->state != WS_ST_OPEN || s->input_pending) {
             continue;
         }
@@ -375,7 +378,12 @@ static int ws_push_http_subscriber(request_rec *r, ws_dir_conf *conf, ws_push_se
                                    int kind, int has_resume)
 {
     int async = ws_wants_loop(r, conf), rv;
-    ws_conn *s = ws_session_create(r, conf, async);
+    ws_conn *s;
+    /* On an HTTP/2 stream it holds an h2 worker while it waits: within the cap. */
+    if (r->connection->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    s = ws_session_create(r, conf, async);
     if (!s) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }

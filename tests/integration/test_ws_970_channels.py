@@ -231,3 +231,29 @@ def test_blocking_driver_on_worker(httpd_factory):
     assert status == 200 and doc["messages"][0]["id"] == first
     request(srv, "DELETE", "/pub/w")
     sse.expect_end()
+
+
+def test_http2_subscribers(httpd_factory):
+    """HTTP/2 (h2c): an EventSource stream and a long-poll on streams of one connection
+    (the blocking driver, with the request's filters: DATA frames)."""
+    from h2ws import H2Client
+    srv = httpd_factory(mpm="event", tls=False, locations=LOCATIONS, extra_global=GLOBAL,
+                        h2=True)
+    cli = H2Client(srv.host, srv.port_for("http"))
+    try:
+        sse = cli.open_stream([(":method", "GET"), (":scheme", "http"), (":path", "/sub/h2"),
+                               (":authority", cli.authority),
+                               ("accept", "text/event-stream")], end_stream=True)
+        assert sse.wait_response() == 200
+        assert sse.headers.get("content-type", "").startswith("text/event-stream")
+        waiting = in_thread(cli.get, "/sub/h2")
+        wait_subscribers(srv, "/pub/h2", 2)
+        first = publish(srv, "/pub/h2", "over h2\nsecond line")["id"]
+        text = b""
+        while b"second line\n\n" not in text:
+            text += sse.recv()
+        assert text.decode().endswith(f"id: {first}\ndata: over h2\ndata: second line\n\n")
+        status, hdrs, body = waiting()
+        assert status == 200 and first.encode() in body
+    finally:
+        cli.close()
