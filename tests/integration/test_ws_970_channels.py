@@ -8,6 +8,7 @@ one the subscriber gets."""
 
 import itertools
 import signal
+import socket
 import threading
 import time
 
@@ -29,8 +30,11 @@ LOCATIONS = [
                                                    "WebSocketChannelFirstMessage 2\n"},
     {"path": "/ka", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
                                              "WebSocketPingInterval 1\n"},
+    {"path": "/smallq", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
+                                                 "WebSocketMaxQueue 16384\n"},
 ]
-GLOBAL = f"WebSocketChannelHistory {HISTORY}\n"
+# Small server socket buffers: a reader that does not read fills its queue soon.
+GLOBAL = f"WebSocketChannelHistory {HISTORY}\nSendBufferSize 16384\n"
 _ids = itertools.count()
 
 
@@ -257,3 +261,25 @@ def test_http2_subscribers(httpd_factory):
         assert status == 200 and first.encode() in body
     finally:
         cli.close()
+
+
+def test_slow_sse_reader_closed(server):
+    """An EventSource reader that never reads is closed once WebSocketMaxQueue is
+    queued for it (its subscription goes); a reader of the same channel that reads
+    gets every message."""
+    ch = channel("slow")
+    slow = SSE(server, f"/smallq/{ch}")
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    good = SSE(server, f"/sub/{ch}")
+    wait_subscribers(server, f"/pub/{ch}", 2)
+    pad = "x" * 4000
+    sent = []
+    for i in range(3000):
+        sent.append(publish(server, f"/pub/{ch}", f"{i}{pad}")["id"])
+        assert good.event()["id"] == sent[-1]
+        if i % 50 == 49 and info(server, f"/pub/{ch}")[1]["subscribers"] == 1:
+            break
+    else:
+        raise AssertionError(f"the slow reader was never closed: {info(server, f'/pub/{ch}')}")
+    slow.close()
+    good.close()
