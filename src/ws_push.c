@@ -25,6 +25,7 @@
 #include "ws_handshake.h"
 #include "ws_loop.h"
 #include "ws_push.h"
+#include "ws_redis_hist.h"
 #include "ws_session.h"
 #include "ws_status.h"
 
@@ -239,6 +240,56 @@ static int ws_push_resume(request_rec *r, ws_msgid *resume, int *has)
     return OK;
 }
 
+/* A message of a channel's Redis history, for the catch-up being built. */
+typedef struct ws_push_rh {
+    apr_array_header_t *list;     /* ws_payload * */
+    const char *key;
+    apr_size_t klen;
+} ws_push_rh;
+
+static void ws_push_rh_add(void *baton, const ws_msgid *id, int opcode,
+                           const unsigned char *data, size_t len)
+{
+    ws_push_rh *b = baton;
+    ws_payload *p = ws_payload_create_keyed(opcode, data, len, b->key, b->klen, id);
+    if (p) {
+        APR_ARRAY_PUSH(b->list, ws_payload *) = p;
+    }
+}
+
+/* With a Redis backplane the catch-up comes from the channels' streams in Redis, which
+ * every server shares (ws_redis_hist.h).  0, or -1: use this child's history. */
+static int ws_push_redis_catchup(const ws_push_sess *ps, const ws_msgid *after,
+                                 long first, apr_pool_t *pool, ws_catchup *out)
+{
+    ws_bp *bp = ws_pubsub_backplane();
+    ws_push_rh b;
+    int k, lost = 0;
+    memset(out, 0, sizeof(*out));
+    if (!bp || (!after && first == 0)) {
+        return -1;
+    }
+    b.list = apr_array_make(pool, 16, sizeof(ws_payload *));
+    for (k = 0; k < ps->nkeys; k++) {
+        int l = 0;
+        b.key = ps->keys[k];
+        b.klen = ps->klens[k];
+        if (ws_redis_history(bp, b.key, b.klen, after, after || first < 0 ? 100000 : first,
+                             &l, ws_push_rh_add, &b) < 0) {
+            out->p = (ws_payload **)b.list->elts;
+            out->n = (apr_size_t)b.list->nelts;
+            ws_catchup_release(out);
+            return -1;
+        }
+        lost |= l;
+    }
+    out->p = (ws_payload **)b.list->elts;
+    out->n = (apr_size_t)b.list->nelts;
+    out->lost = lost;
+    ws_catchup_order(out, after, first);
+    return 0;
+}
+
 /* Subscribe s to its channels, then send what it missed or what the first-message
  * policy gives (catch-up and live delivery may overlap: ws_push_message skips ids it
  * sent).  A long-poll without messages remembers the newest id it knows, for its
@@ -258,8 +309,12 @@ static int ws_push_subscribe(ws_conn *s, request_rec *r, int has_resume)
         }
     }
     ws_push_current(&cur);
-    ws_chanstore_catchup(ps->keys, ps->klens, ps->nkeys, has_resume ? &ps->resume : NULL,
-                         conf->push->first_set ? conf->push->first : 0, &cur, r->pool, &cu);
+    if (ws_push_redis_catchup(ps, has_resume ? &ps->resume : NULL, conf->push->first_set
+                              ? conf->push->first : 0, r->pool, &cu) != 0) {
+        ws_chanstore_catchup(ps->keys, ps->klens, ps->nkeys, has_resume ? &ps->resume : NULL,
+                             conf->push->first_set ? conf->push->first : 0, &cur, r->pool,
+                             &cu);
+    }
     ps->last = has_resume ? ps->resume : cur;
     if (!has_resume || cu.lost) {
         ps->last.seq = 0;

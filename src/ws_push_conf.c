@@ -11,6 +11,7 @@
 #include "ws_channel.h"
 #include "ws_chanstore.h"
 #include "ws_conf.h"
+#include "ws_pubsub.h"
 #include "ws_push.h"
 
 static ws_chanstore_limits ws_push_limits;
@@ -159,5 +160,9 @@ void ws_push_pre_config(void)
 
 void ws_push_post_config(void)
 {
+    ws_bp *bp = ws_pubsub_backplane();
     ws_chanstore_configure(&ws_push_limits);
+    if (bp) {
+        ws_bp_set_history(bp, ws_push_limits.max_msgs);
+    }
 }
