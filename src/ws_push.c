@@ -333,6 +333,21 @@ static int ws_push_subscribe(ws_conn *s, request_rec *r, int has_resume)
     return OK;
 }
 
+/* OK, or 503 when a channel has WebSocketChannelMaxSubscribers already. */
+static int ws_push_admit(request_rec *r, const ws_dir_conf *conf, const ws_push_sess *ps)
+{
+    int k;
+    for (k = 0; conf->push->max_subs > 0 && k < ps->nkeys; k++) {
+        if (ws_pubsub_count(ps->keys[k], ps->klens[k]) >= (size_t)conf->push->max_subs) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00063: subscriber refused: "
+                          "the channel has WebSocketChannelMaxSubscribers (%ld)",
+                          conf->push->max_subs);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+    }
+    return OK;
+}
+
 /* The built-in instance's on_open: a WebSocket subscriber (s->r is the request). */
 static int ws_push_ws_open(ws_conn *s, const ws_request *req)
 {
@@ -341,6 +356,7 @@ static int ws_push_ws_open(ws_conn *s, const ws_request *req)
     int has, rv;
     (void)req;
     if ((rv = ws_push_keys(r, s->conf, ps)) != OK
+        || (rv = ws_push_admit(r, s->conf, ps)) != OK
         || (rv = ws_push_resume(r, &ps->resume, &has)) != OK) {
         return rv;
     }
@@ -504,7 +520,8 @@ static int ws_push_subscriber(request_rec *r, ws_dir_conf *conf, ws_push_sess *p
         ap_allow_methods(r, 1, "GET", "HEAD", NULL);
         return HTTP_METHOD_NOT_ALLOWED;
     }
-    if ((rv = ws_push_resume(r, &ps->resume, &has)) != OK) {
+    if ((rv = ws_push_resume(r, &ps->resume, &has)) != OK
+        || (rv = ws_push_admit(r, conf, ps)) != OK) {
         return rv;
     }
     if (r->header_only) {

@@ -32,6 +32,8 @@ LOCATIONS = [
                                              "WebSocketPingInterval 1\n"},
     {"path": "/smallq", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
                                                  "WebSocketMaxQueue 16384\n"},
+    {"path": "/two", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
+                                              "WebSocketChannelMaxSubscribers 2\n"},
 ]
 # Small server socket buffers: a reader that does not read fills its queue soon.
 GLOBAL = f"WebSocketChannelHistory {HISTORY}\nSendBufferSize 16384\n"
@@ -206,6 +208,13 @@ def test_bad_input(server):
     status, hdrs, _ = request(server, "PATCH", f"/pub/{ch}", b"x")
     assert status == 405 and "POST" in hdrs["allow"] and "DELETE" in hdrs["allow"]
     assert request(server, "POST", f"/sub/{ch}", b"x")[0] == 405
+    # WebSocketChannelMaxSubscribers 2: the third is refused (503), by any transport
+    first, second = SSE(server, f"/two/{ch}"), WSSub(server, f"/two/{ch}")
+    wait_subscribers(server, f"/pub/{ch}", 2)
+    assert request(server, "GET", f"/two/{ch}")[0] == 503
+    assert SSE(server, f"/two/{ch}").status == 503
+    first.close()
+    second.close()
 
 
 def test_new_epoch_after_restart(httpd_factory):
