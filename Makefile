@@ -38,7 +38,8 @@ GLUE_SRC  := src/mod_websocket.c src/ws_config.c src/ws_plugin.c src/ws_handshak
              src/ws_session.c src/ws_output.c src/ws_loop.c src/ws_blocking.c src/ws_handle.c \
              src/ws_pubsub.c src/ws_api.c src/ws_accept.c src/ws_backplane.c src/ws_ring.c \
              src/ws_hostcheck.c src/ws_redis_tls.c src/ws_status.c src/ws_h2.c \
-             src/ws_chanstore.c src/ws_push.c src/ws_push_out.c src/ws_push_conf.c
+             src/ws_chanstore.c src/ws_push.c src/ws_push_out.c src/ws_push_conf.c \
+             src/ws_redis_hist.c
 MOD_SRC   := $(GLUE_SRC) $(CORE_SRC)
 MOD_HDR   := $(CORE_HDR) $(wildcard src/ws_*.h) include/mod_websocket.h
 PLUGINS   := echo chat ticker probe badabi

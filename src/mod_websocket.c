@@ -13,9 +13,12 @@
  *   ws_handle.c     queues other threads send through        (any thread)
  *   ws_pubsub.c     channels and the backplane's delivery    (any thread)
  *   ws_api.c        the function table plugins call
+ *   ws_push.c       channels over plain HTTP: publish, SSE and long-poll subscribers
+ *                   (ws_push_out.c: their framing; ws_push_conf.c: directives;
+ *                   ws_chanstore.c: channel history; docs/channels.md)
  *   ws_status.c, ws_h2.c, ws_backplane.c, ws_ring.c, ws_redis_tls.c, ws_hostcheck.c
  * The protocol core (ws_frame.c, ws_utf8.c, ws_close.c, ws_deflate.c, ws_channel.c,
- * ws_timer.c) has no httpd include.
+ * ws_timer.c, ws_history.c) has no httpd include.
  */
 #include <malloc.h>
 #include <signal.h>

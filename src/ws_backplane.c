@@ -82,6 +82,7 @@ struct ws_bp {
     const char *redis_cafile;     /* rediss://...?cacert=FILE, or NULL: the system's */
     int tls_warned;               /* a TLS failure was logged at warning level */
     const char *prefix;
+    long history;                 /* messages a channel's stream keeps (0: none) */
     /* per child */
     ws_bp_deliver_fn deliver;
     void *baton;
@@ -235,6 +236,16 @@ static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int 
     ws_ring_commit(bp->ring, &w);
     ws_futex(&bp->ring->futex, FUTEX_WAKE, INT_MAX, NULL);
     return 0;
+}
+
+void ws_bp_set_history(ws_bp *bp, long n)
+{
+    bp->history = n;
+}
+
+const char *ws_bp_redis_prefix(ws_bp *bp)
+{
+    return bp->prefix;
 }
 
 void *ws_bp_counts_mem(ws_bp *bp)
@@ -483,14 +494,20 @@ static void *APR_THREAD_FUNC ws_redis_subscriber(apr_thread_t *t, void *data)
 }
 
 /* INCR the server's counter (a new epoch when Redis lost it) and PUBLISH in one step,
- * so that ids follow Redis's publish order over every server; returns the id.
- * KEYS: epoch, seq, channel; ARGV: a new epoch, the value's header, the payload. */
+ * so that ids follow Redis's publish order over every server; keep the message in the
+ * channel's history stream (its id is the stream entry's: "E-S" is a valid stream id,
+ * increasing), or drop the stream when the channel ends; returns the id.
+ * KEYS: epoch, seq, channel, history stream; ARGV: a new epoch, the value's header,
+ * the payload, the history length (0: none). */
 static const char ws_redis_publish_script[] =
     "local e = redis.call('GET', KEYS[1]) "
     "if not e then e = ARGV[1] redis.call('SET', KEYS[1], e) "
     "redis.call('SET', KEYS[2], 0) end "
     "local id = e .. '-' .. string.format('%d', redis.call('INCR', KEYS[2])) "
     "redis.call('PUBLISH', KEYS[3], ARGV[2] .. id .. '\\n' .. ARGV[3]) "
+    "if string.sub(ARGV[2], 2, 2) == 'd' then redis.call('DEL', KEYS[4]) "
+    "elseif tonumber(ARGV[4]) > 0 then redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', "
+    "ARGV[4], id, 'v', ARGV[2] .. ARGV[3]) end "
     "return id";
 
 static redisReply *ws_redis_eval(ws_bp *bp, redisContext *c, const ws_bp_msg *m)
@@ -505,9 +522,10 @@ static redisReply *ws_redis_eval(ws_bp *bp, redisContext *c, const ws_bp_msg *m)
     memcpy(key, bp->prefix, plen);
     memcpy(key + plen, m->buf, m->channel_len);
     snprintf(epoch, sizeof(epoch), "%" APR_UINT64_T_FMT, (apr_uint64_t)apr_time_as_msec(apr_time_now()));
-    reply = redisCommand(c, "EVAL %s 3 %s!epoch %s!seq %b %s %b %b", ws_redis_publish_script,
-                         bp->prefix, bp->prefix, key, plen + m->channel_len, epoch, hdr,
-                         (size_t)2, m->buf + m->channel_len, m->len);
+    reply = redisCommand(c, "EVAL %s 4 %s!epoch %s!seq %b %s!h:%b %s %b %b %ld",
+                         ws_redis_publish_script, bp->prefix, bp->prefix, key,
+                         plen + m->channel_len, bp->prefix, m->buf, m->channel_len, epoch,
+                         hdr, (size_t)2, m->buf + m->channel_len, m->len, bp->history);
     free(key);
     return reply;
 }
@@ -800,4 +818,9 @@ int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode
         ws_ticket_wait(t, &meta->id);
     }
     return 0;
+}
+
+redisContext *ws_bp_redis_connect(ws_bp *bp)
+{
+    return bp->redis_host ? ws_redis_connect(bp, 0) : NULL;
 }

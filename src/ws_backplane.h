@@ -61,6 +61,13 @@ void ws_bp_local_id(ws_bp *bp, ws_msgid *id);
 /* The id last given on this server (embedded); seq 0 with Redis (Redis keeps it). */
 void ws_bp_current(ws_bp *bp, ws_msgid *id);
 
+/* Config time: messages each channel's history keeps (the Redis stream's MAXLEN). */
+void ws_bp_set_history(ws_bp *bp, long n);
+/* A new connection to the backplane's Redis (NULL: none, or it failed) and the key
+ * prefix ("PREFIX:"), for reading channel histories (ws_redis_hist.c). */
+struct redisContext *ws_bp_redis_connect(ws_bp *bp);
+const char *ws_bp_redis_prefix(ws_bp *bp);
+
 /* Zeroed shared memory of WS_BP_COUNTS_BYTES for the subscriber counts of every child
  * (ws_chanstore.c). */
 #define WS_BP_COUNTS_BYTES (64 * 1024)

@@ -237,6 +237,11 @@ void ws_chanstore_catchup(const char *const *keys, const apr_size_t *klens, int 
         }
     }
     pthread_mutex_unlock(&ws_store_mu);
+    ws_catchup_order(out, after, first);
+}
+
+void ws_catchup_order(ws_catchup *out, const ws_msgid *after, long first)
+{
     qsort(out->p, out->n, sizeof(ws_payload *), ws_payload_cmp);
     if (!after && first > 0 && out->n > (apr_size_t)first) {
         apr_size_t drop = out->n - (apr_size_t)first, j;

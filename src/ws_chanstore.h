@@ -54,6 +54,8 @@ void ws_chanstore_catchup(const char *const *keys, const apr_size_t *klens, int 
                           const ws_msgid *after, long first, const ws_msgid *current,
                           apr_pool_t *pool, ws_catchup *out);
 void ws_catchup_release(ws_catchup *c);
+/* Put a catch-up in id order; without a resume point keep the last `first` (> 0). */
+void ws_catchup_order(ws_catchup *c, const ws_msgid *after, long first);
 
 /* The newest id stored (or dropped) on any of the keys, else *dflt. */
 ws_msgid ws_chanstore_latest(const char *const *keys, const apr_size_t *klens, int nkeys,

@@ -21,9 +21,11 @@
 
 #include "ws_channel.h"
 #include "ws_chanstore.h"
+#include "ws_h2.h"
 #include "ws_handshake.h"
 #include "ws_loop.h"
 #include "ws_push.h"
+#include "ws_redis_hist.h"
 #include "ws_session.h"
 #include "ws_status.h"
 
@@ -238,6 +240,56 @@ static int ws_push_resume(request_rec *r, ws_msgid *resume, int *has)
     return OK;
 }
 
+/* A message of a channel's Redis history, for the catch-up being built. */
+typedef struct ws_push_rh {
+    apr_array_header_t *list;     /* ws_payload * */
+    const char *key;
+    apr_size_t klen;
+} ws_push_rh;
+
+static void ws_push_rh_add(void *baton, const ws_msgid *id, int opcode,
+                           const unsigned char *data, size_t len)
+{
+    ws_push_rh *b = baton;
+    ws_payload *p = ws_payload_create_keyed(opcode, data, len, b->key, b->klen, id);
+    if (p) {
+        APR_ARRAY_PUSH(b->list, ws_payload *) = p;
+    }
+}
+
+/* With a Redis backplane the catch-up comes from the channels' streams in Redis, which
+ * every server shares (ws_redis_hist.h).  0, or -1: use this child's history. */
+static int ws_push_redis_catchup(const ws_push_sess *ps, const ws_msgid *after,
+                                 long first, apr_pool_t *pool, ws_catchup *out)
+{
+    ws_bp *bp = ws_pubsub_backplane();
+    ws_push_rh b;
+    int k, lost = 0;
+    memset(out, 0, sizeof(*out));
+    if (!bp || (!after && first == 0)) {
+        return -1;
+    }
+    b.list = apr_array_make(pool, 16, sizeof(ws_payload *));
+    for (k = 0; k < ps->nkeys; k++) {
+        int l = 0;
+        b.key = ps->keys[k];
+        b.klen = ps->klens[k];
+        if (ws_redis_history(bp, b.key, b.klen, after, after || first < 0 ? 100000 : first,
+                             &l, ws_push_rh_add, &b) < 0) {
+            out->p = (ws_payload **)b.list->elts;
+            out->n = (apr_size_t)b.list->nelts;
+            ws_catchup_release(out);
+            return -1;
+        }
+        lost |= l;
+    }
+    out->p = (ws_payload **)b.list->elts;
+    out->n = (apr_size_t)b.list->nelts;
+    out->lost = lost;
+    ws_catchup_order(out, after, first);
+    return 0;
+}
+
 /* Subscribe s to its channels, then send what it missed or what the first-message
  * policy gives (catch-up and live delivery may overlap: ws_push_message skips ids it
  * sent).  A long-poll without messages remembers the newest id it knows, for its
@@ -257,8 +309,12 @@ static int ws_push_subscribe(ws_conn *s, request_rec *r, int has_resume)
         }
     }
     ws_push_current(&cur);
-    ws_chanstore_catchup(ps->keys, ps->klens, ps->nkeys, has_resume ? &ps->resume : NULL,
-                         conf->push->first_set ? conf->push->first : 0, &cur, r->pool, &cu);
+    if (ws_push_redis_catchup(ps, has_resume ? &ps->resume : NULL, conf->push->first_set
+                              ? conf->push->first : 0, r->pool, &cu) != 0) {
+        ws_chanstore_catchup(ps->keys, ps->klens, ps->nkeys, has_resume ? &ps->resume : NULL,
+                             conf->push->first_set ? conf->push->first : 0, &cur, r->pool,
+                             &cu);
+    }
     ps->last = has_resume ? ps->resume : cur;
     if (!has_resume || cu.lost) {
         ps->last.seq = 0;
@@ -277,6 +333,21 @@ static int ws_push_subscribe(ws_conn *s, request_rec *r, int has_resume)
     return OK;
 }
 
+/* OK, or 503 when a channel has WebSocketChannelMaxSubscribers already. */
+static int ws_push_admit(request_rec *r, const ws_dir_conf *conf, const ws_push_sess *ps)
+{
+    int k;
+    for (k = 0; conf->push->max_subs > 0 && k < ps->nkeys; k++) {
+        if (ws_pubsub_count(ps->keys[k], ps->klens[k]) >= (size_t)conf->push->max_subs) {
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WS00063: subscriber refused: "
+                          "the channel has WebSocketChannelMaxSubscribers (%ld)",
+                          conf->push->max_subs);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+    }
+    return OK;
+}
+
 /* The built-in instance's on_open: a WebSocket subscriber (s->r is the request). */
 static int ws_push_ws_open(ws_conn *s, const ws_request *req)
 {
@@ -285,6 +356,7 @@ static int ws_push_ws_open(ws_conn *s, const ws_request *req)
     int has, rv;
     (void)req;
     if ((rv = ws_push_keys(r, s->conf, ps)) != OK
+        || (rv = ws_push_admit(r, s->conf, ps)) != OK
         || (rv = ws_push_resume(r, &ps->resume, &has)) != OK) {
         return rv;
     }
@@ -342,12 +414,14 @@ static void ws_push_run_blocking(ws_conn *s, request_rec *r)
         if (s->kind == WS_KIND_POLL && s->state != WS_ST_OPEN) {
             break;                /* the answer goes out with the request */
         }
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
-        if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
-            s->state = WS_ST_DONE;
+        if (s->kind == WS_KIND_SSE) {
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+            if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || c->aborted) {
+                s->state = WS_ST_DONE;
+            }
+            apr_brigade_cleanup(bb);
+            s->out_buffered = 0;
         }
-        apr_brigade_cleanup(bb);
-        s->out_buffered = 0;
         if (s->state != WS_ST_OPEN || s->input_pending) {
             continue;
         }
@@ -375,7 +449,12 @@ static int ws_push_http_subscriber(request_rec *r, ws_dir_conf *conf, ws_push_se
                                    int kind, int has_resume)
 {
     int async = ws_wants_loop(r, conf), rv;
-    ws_conn *s = ws_session_create(r, conf, async);
+    ws_conn *s;
+    /* On an HTTP/2 stream it holds an h2 worker while it waits: within the cap. */
+    if (r->connection->master && !ws_h2_admit(r)) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    s = ws_session_create(r, conf, async);
     if (!s) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -441,7 +520,8 @@ static int ws_push_subscriber(request_rec *r, ws_dir_conf *conf, ws_push_sess *p
         ap_allow_methods(r, 1, "GET", "HEAD", NULL);
         return HTTP_METHOD_NOT_ALLOWED;
     }
-    if ((rv = ws_push_resume(r, &ps->resume, &has)) != OK) {
+    if ((rv = ws_push_resume(r, &ps->resume, &has)) != OK
+        || (rv = ws_push_admit(r, conf, ps)) != OK) {
         return rv;
     }
     if (r->header_only) {

@@ -41,6 +41,8 @@ typedef struct ws_push_conf {
     int first_set;
     apr_interval_time_t poll_timeout;
     int poll_timeout_set;
+    long max_subs;                /* subscribers per channel on this server (0: any) */
+    int max_subs_set;
 } ws_push_conf;
 
 enum { WS_PUSH_OFF = 0, WS_PUSH_PUBLISHER = 1, WS_PUSH_SUBSCRIBER = 2 };
@@ -85,6 +87,9 @@ typedef struct ws_push_sess {
     AP_INIT_TAKE1("WebSocketChannelPollTimeout", ws_push_cmd_poll_timeout, NULL,       \
                   ACCESS_CONF, "seconds a long-poll waits for a message before 204 "    \
                   "(default 25)"),                                                     \
+    AP_INIT_TAKE1("WebSocketChannelMaxSubscribers", ws_push_cmd_max_subs, NULL,        \
+                  ACCESS_CONF, "subscribers a channel may have on this server; the "   \
+                  "next one is refused with 503 (default 0: no limit)"),               \
     AP_INIT_TAKE1("WebSocketChannelHistory", ws_push_cmd_limit, (void *)0, RSRC_CONF,  \
                   "messages each channel keeps for subscribers that resume (default "   \
                   "100; 0: none)"),                                                    \
@@ -101,6 +106,7 @@ const char *ws_push_cmd_role(cmd_parms *cmd, void *dconf, const char *arg);
 const char *ws_push_cmd_first(cmd_parms *cmd, void *dconf, const char *arg);
 const char *ws_push_cmd_poll_timeout(cmd_parms *cmd, void *dconf, const char *arg);
 const char *ws_push_cmd_limit(cmd_parms *cmd, void *dconf, const char *arg);
+const char *ws_push_cmd_max_subs(cmd_parms *cmd, void *dconf, const char *arg);
 /* Merge two locations' push settings (NULL: none). */
 ws_push_conf *ws_push_conf_merge(apr_pool_t *p, const ws_push_conf *base,
                                  const ws_push_conf *add);

@@ -11,6 +11,7 @@
 #include "ws_channel.h"
 #include "ws_chanstore.h"
 #include "ws_conf.h"
+#include "ws_pubsub.h"
 #include "ws_push.h"
 
 static ws_chanstore_limits ws_push_limits;
@@ -104,6 +105,19 @@ const char *ws_push_cmd_poll_timeout(cmd_parms *cmd, void *dconf, const char *ar
     return NULL;
 }
 
+const char *ws_push_cmd_max_subs(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    ws_push_conf *pc = ws_push_conf_of(cmd, dconf);
+    char *end = NULL;
+    long n = strtol(arg, &end, 10);
+    if (n < 0 || *end || !*arg) {
+        return "WebSocketChannelMaxSubscribers: a number, 0 (no limit) or more";
+    }
+    pc->max_subs = n;
+    pc->max_subs_set = 1;
+    return NULL;
+}
+
 const char *ws_push_cmd_limit(cmd_parms *cmd, void *dconf, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -141,6 +155,10 @@ ws_push_conf *ws_push_conf_merge(apr_pool_t *p, const ws_push_conf *base,
         pc->first = base->first;
         pc->first_set = base->first_set;
     }
+    if (!add->max_subs_set) {
+        pc->max_subs = base->max_subs;
+        pc->max_subs_set = base->max_subs_set;
+    }
     if (!add->poll_timeout_set) {
         pc->poll_timeout = base->poll_timeout;
         pc->poll_timeout_set = base->poll_timeout_set;
@@ -159,5 +177,9 @@ void ws_push_pre_config(void)
 
 void ws_push_post_config(void)
 {
+    ws_bp *bp = ws_pubsub_backplane();
     ws_chanstore_configure(&ws_push_limits);
+    if (bp) {
+        ws_bp_set_history(bp, ws_push_limits.max_msgs);
+    }
 }

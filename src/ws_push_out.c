@@ -246,6 +246,10 @@ void ws_push_end(ws_conn *s, int code, const char *reason)
     if (s->kind == WS_KIND_POLL && !ps->ended && code != WS_CLOSE_POLICY) {
         ws_push_answer(s, deleted ? HTTP_GONE : HTTP_NO_CONTENT, NULL);
     }
+    if (code == WS_CLOSE_POLICY) {
+        s->c->aborted = 1;      /* a reader too slow for its queue: cut, no draining */
+    }
     ps->ended = 1;
     s->state = WS_ST_DONE;
+    ws_pubsub_unsubscribe_all(&s->subs);    /* now, not when the output has drained */
 }

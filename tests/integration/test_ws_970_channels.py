@@ -8,6 +8,7 @@ one the subscriber gets."""
 
 import itertools
 import signal
+import socket
 import threading
 import time
 
@@ -29,8 +30,13 @@ LOCATIONS = [
                                                    "WebSocketChannelFirstMessage 2\n"},
     {"path": "/ka", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
                                              "WebSocketPingInterval 1\n"},
+    {"path": "/smallq", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
+                                                 "WebSocketMaxQueue 16384\n"},
+    {"path": "/two", "plugin": None, "extra": "WebSocketChannelSubscriber on\n"
+                                              "WebSocketChannelMaxSubscribers 2\n"},
 ]
-GLOBAL = f"WebSocketChannelHistory {HISTORY}\n"
+# Small server socket buffers: a reader that does not read fills its queue soon.
+GLOBAL = f"WebSocketChannelHistory {HISTORY}\nSendBufferSize 16384\n"
 _ids = itertools.count()
 
 
@@ -202,6 +208,13 @@ def test_bad_input(server):
     status, hdrs, _ = request(server, "PATCH", f"/pub/{ch}", b"x")
     assert status == 405 and "POST" in hdrs["allow"] and "DELETE" in hdrs["allow"]
     assert request(server, "POST", f"/sub/{ch}", b"x")[0] == 405
+    # WebSocketChannelMaxSubscribers 2: the third is refused (503), by any transport
+    first, second = SSE(server, f"/two/{ch}"), WSSub(server, f"/two/{ch}")
+    wait_subscribers(server, f"/pub/{ch}", 2)
+    assert request(server, "GET", f"/two/{ch}")[0] == 503
+    assert SSE(server, f"/two/{ch}").status == 503
+    first.close()
+    second.close()
 
 
 def test_new_epoch_after_restart(httpd_factory):
@@ -231,3 +244,51 @@ def test_blocking_driver_on_worker(httpd_factory):
     assert status == 200 and doc["messages"][0]["id"] == first
     request(srv, "DELETE", "/pub/w")
     sse.expect_end()
+
+
+def test_http2_subscribers(httpd_factory):
+    """HTTP/2 (h2c): an EventSource stream and a long-poll on streams of one connection
+    (the blocking driver, with the request's filters: DATA frames)."""
+    from h2ws import H2Client
+    srv = httpd_factory(mpm="event", tls=False, locations=LOCATIONS, extra_global=GLOBAL,
+                        h2=True)
+    cli = H2Client(srv.host, srv.port_for("http"))
+    try:
+        sse = cli.open_stream([(":method", "GET"), (":scheme", "http"), (":path", "/sub/h2"),
+                               (":authority", cli.authority),
+                               ("accept", "text/event-stream")], end_stream=True)
+        assert sse.wait_response() == 200
+        assert sse.headers.get("content-type", "").startswith("text/event-stream")
+        waiting = in_thread(cli.get, "/sub/h2")
+        wait_subscribers(srv, "/pub/h2", 2)
+        first = publish(srv, "/pub/h2", "over h2\nsecond line")["id"]
+        text = b""
+        while b"second line\n\n" not in text:
+            text += sse.recv()
+        assert text.decode().endswith(f"id: {first}\ndata: over h2\ndata: second line\n\n")
+        status, hdrs, body = waiting()
+        assert status == 200 and first.encode() in body
+    finally:
+        cli.close()
+
+
+def test_slow_sse_reader_closed(server):
+    """An EventSource reader that never reads is closed once WebSocketMaxQueue is
+    queued for it (its subscription goes); a reader of the same channel that reads
+    gets every message."""
+    ch = channel("slow")
+    slow = SSE(server, f"/smallq/{ch}")
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    good = SSE(server, f"/sub/{ch}")
+    wait_subscribers(server, f"/pub/{ch}", 2)
+    pad = "x" * 4000
+    sent = []
+    for i in range(3000):
+        sent.append(publish(server, f"/pub/{ch}", f"{i}{pad}")["id"])
+        assert good.event()["id"] == sent[-1]
+        if i % 50 == 49 and info(server, f"/pub/{ch}")[1]["subscribers"] == 1:
+            break
+    else:
+        raise AssertionError(f"the slow reader was never closed: {info(server, f'/pub/{ch}')}")
+    slow.close()
+    good.close()

@@ -1,7 +1,8 @@
 """Channels over plain HTTP across servers: two httpd share a real redis-server
 (WebSocketBackplane redis://); a POST on server A reaches EventSource and WebSocket
 subscribers on server B with the ids Redis gave (one counter for both servers), and
-B's history has it for a subscriber that resumes there."""
+the history (kept in Redis streams) serves a subscriber that resumes on B, or on a
+server started after the messages were published."""
 
 import pytest
 
@@ -21,16 +22,18 @@ def redis(tmp_path_factory):
     r.kill()
 
 
+def start_server(redis, httpd_factory):
+    conf = f"WebSocketBackplane redis://127.0.0.1:{redis.port}/chan\n"
+    srv = httpd_factory(mpm="event", tls=False, locations=LOCATIONS, extra_global=conf)
+    for what in ("subscriber", "publisher"):
+        wait_for_count(srv, rf"WS00051: redis backplane {what} connection to "
+                            rf"127\.0\.0\.1:{redis.port} \(re\)established", CHILDREN)
+    return srv
+
+
 @pytest.fixture(scope="module")
 def servers(redis, httpd_factory):
-    conf = f"WebSocketBackplane redis://127.0.0.1:{redis.port}/chan\n"
-    srvs = [httpd_factory(mpm="event", tls=False, locations=LOCATIONS, extra_global=conf)
-            for _ in range(2)]
-    for srv in srvs:
-        for what in ("subscriber", "publisher"):
-            wait_for_count(srv, rf"WS00051: redis backplane {what} connection to "
-                                rf"127\.0\.0\.1:{redis.port} \(re\)established", CHILDREN)
-    return srvs
+    return [start_server(redis, httpd_factory) for _ in range(2)]
 
 
 def test_post_on_a_reaches_b_with_history(servers):
@@ -59,3 +62,25 @@ def test_post_on_a_reaches_b_with_history(servers):
     assert status == 200 and doc["messages"] == 4 and doc["last_id"] == other
     for c in (sse, ws, late):
         c.close()
+
+
+def test_late_server_resumes_from_redis_history(servers, redis, httpd_factory):
+    """Server C starts after the messages were published (its children never received
+    them): a subscriber resuming there gets them from the stream in Redis."""
+    a, _ = servers
+    ids = [publish(a, "/pub/late", f"old {i}")["id"] for i in range(3)]
+    c = start_server(redis, httpd_factory)
+    status, _, doc = poll(c, "/sub/late", ids[0])
+    assert status == 200 and doc["lost"] is False
+    assert [(m["id"], m["data"]) for m in doc["messages"]] == [(ids[1], "old 1"),
+                                                               (ids[2], "old 2")]
+    sse = SSE(c, "/sub/late", last_id=ids[0])
+    assert [sse.event()["id"] for _ in range(2)] == ids[1:]
+    ws = WSSub(c, f"/sub/late?last_event_id={ids[1]}")
+    assert ws.message()["id"] == ids[2]
+    fresh = publish(a, "/pub/late", "new")["id"]          # and live after the catch-up
+    assert sse.event()["id"] == fresh and ws.message()["id"] == fresh
+    _, _, doc = poll(c, "/sub/late", "1-1")                # another epoch: lost, all
+    assert doc["lost"] is True and [m["id"] for m in doc["messages"]] == ids + [fresh]
+    sse.close()
+    ws.close()
