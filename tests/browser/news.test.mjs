@@ -265,6 +265,21 @@ async function main() {
     }
     ok(`resuming from an id of another epoch: every transport reports the gap once and shows the ${sent.length} stored headlines`);
 
+    step = 'ids';
+    // The client's own guard: ids compare within an epoch as decimals of any length, a
+    // message at or below the last id shown is dropped, another epoch counts as new.
+    const [, wsPage] = pages[0];
+    const guard = await wsPage.evaluate((ids) => {
+      const C = window.MwsChannel, ch = window.newsChannel;
+      const order = [C.isNewer('7-10', '7-9'), !C.isNewer('7-9', '7-10'), !C.isNewer('7-9', '7-9'),
+        C.isNewer('7-9007199254740993', '7-9007199254740992'), C.isNewer('8-1', '7-99')];
+      const before = Number(document.getElementById('count').textContent);
+      for (const id of ids) ch._deliver(id, 'news', JSON.stringify({ headline: `again ${id}` }), false);
+      return { order, added: Number(document.getElementById('count').textContent) - before };
+    }, [sent[sent.length - 2].id, sent[0].id]);
+    if (guard.order.includes(false) || guard.added !== 0) throw new StepFailure(`id guard: ${JSON.stringify(guard)}`);
+    ok('ids: ordered within an epoch past 2^53, a new epoch is new; a message delivered again is not shown');
+
     step = 'page errors';
     if (errors.length) throw new StepFailure(`page errors:\n  ${errors.join('\n  ')}`);
     ok('no page errors');
