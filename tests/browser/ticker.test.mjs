@@ -94,6 +94,20 @@ async function main() {
     if (!flashes) throw new StepFailure('no price flashed on a change');
     ok(`colours: ${up} up (green), ${down} down (red); ${flashes} prices flashed`);
 
+    step = 'currency board';
+    const fx = await page.$$eval('#fx-rows tr', (trs) => trs.map((tr) => ({ id: tr.id,
+      pair: tr.querySelector('.pair').textContent, bid: tr.querySelector('.bid').textContent,
+      ask: tr.querySelector('.ask').textContent, spread: tr.querySelector('.spread').textContent })));
+    const pairs = fx.map((r) => r.pair).join(' ');
+    if (pairs !== 'EUR/USD GBP/USD USD/JPY BTC/USD') throw new StepFailure(`currency board pairs: ${pairs}`);
+    for (const r of fx) {
+      const sym = r.pair.replace('/', '');
+      if (r.id !== `fx-${sym}` || !(Number(r.bid) < Number(r.ask))) throw new StepFailure(`${r.pair}: ${JSON.stringify(r)}`);
+      const pips = /JPY|EUR|GBP/.test(r.pair);
+      if (pips ? !/^\d+\.\d pips$/.test(r.spread) : !/^\d+\.\d+$/.test(r.spread)) throw new StepFailure(`${r.pair}: spread "${r.spread}"`);
+    }
+    ok(`currency board: ${fx.map((r) => `${r.pair} ${r.bid}/${r.ask} (${r.spread})`).join(', ')}`);
+
     step = 'delay';
     const delay = await page.textContent('#delay');
     const m = /^(-?\d+\.\d) ms$/.exec(delay);
