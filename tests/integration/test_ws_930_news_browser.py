@@ -10,13 +10,16 @@ connections through again and checks that every page reconnects, resumes by id a
 each headline exactly once.  Then the client's own choice ('auto'): WebSocket, or
 EventSource behind a proxy that refuses Upgrade, or long-polling behind one that refuses
 event streams too; and the lost signal, for a page resuming from an id of another epoch.
-Screenshots: build/artifacts/browser-news-*.png (one per page).
+Over http and over https with HTTP/2 (there without the auto fallback: the proxy cannot
+see requests inside TLS).  Screenshots: build/artifacts/browser-news-SCHEME-*.png (one per
+page).
 
 Needs Debian's chromium and tests/browser/node_modules (scripts/deps.sh runs
 tests/browser/install.sh); a missing piece fails the test with the command that fixes it.
 """
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -37,21 +40,26 @@ LOCATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(httpd_factory):
-    return httpd_factory(mpm="event", tls=False, locations=LOCATIONS)
+    # One per test: the test counts what the channel stores.
+    return httpd_factory(mpm="event", tls=True, h2=True, locations=LOCATIONS)
 
 
-def test_news_pages_in_chromium(server):
+# https: the pages over TLS with HTTP/2 (Chromium multiplexes the three transports'
+# requests on one h2 connection; its WebSocket uses RFC 8441), through the same proxy.
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_news_pages_in_chromium(server, scheme):
     node = _require_tools()
     os.makedirs(ARTIFACTS, exist_ok=True)
-    prefix = os.path.join(ARTIFACTS, "browser-news")
-    shots = [f"{prefix}-{kind}{t}.png" for kind in ("", "auto-", "lost-") for t in TRANSPORTS]
+    prefix = os.path.join(ARTIFACTS, f"browser-news-{scheme}")
+    auto = TRANSPORTS if scheme == "http" else ("websocket",)
+    shots = ([f"{prefix}-{t}.png" for t in TRANSPORTS] + [f"{prefix}-auto-{t}.png" for t in auto]
+             + [f"{prefix}-lost-{t}.png" for t in TRANSPORTS])
     for s in shots:
         if os.path.exists(s):
             os.unlink(s)
-    base = server.http_url("")
-    cmd = [node, SCRIPT, base, prefix, str(N), str(M)]
+    cmd = [node, SCRIPT, server.url(scheme, ""), server.http_url(""), prefix, str(N), str(M)]
     env = dict(os.environ, CHROMIUM=CHROMIUM)
     try:
         p = subprocess.run(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
@@ -65,7 +73,18 @@ def test_news_pages_in_chromium(server):
     assert p.stdout.rstrip().splitlines()[-1] == "9 passed, 0 failed", report
     assert f"{N} headlines (" in p.stdout and "in the same order" in p.stdout, report
     assert f"show the {N + M} headlines once each" in p.stdout, report
-    assert "long-poll where event streams are refused too" in p.stdout, report
+    if scheme == "http":
+        assert "long-poll where event streams are refused too" in p.stdout, report
+    else:
+        # Every transport went over HTTP/2: EventSource and long-poll as h2 GETs, the
+        # WebSocket as an extended CONNECT (RFC 8441; mod_http2 logs it as a GET
+        # answered 101).  A reconnect may open an HTTP/1.1 WebSocket: Chromium uses
+        # RFC 8441 only on an h2 connection that it has already.
+        log = server.access_log_text()
+        for pattern in (r'"GET /sub/news\?last_event_id=\S+ HTTP/2\.0" 200',
+                        r'"GET /sub/news HTTP/2\.0" 101'):
+            assert re.search(pattern, log), f"no {pattern} in the access log:\n{log[-3000:]}"
+
     assert f"shows the {N + M + 2} stored headlines" in p.stdout, report
     for s in shots:
         with open(s, "rb") as f:
