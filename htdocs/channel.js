@@ -70,7 +70,7 @@
     this.forced = want !== 'auto';
     this.transport = this.forced ? want : ORDER[0];
     this.locked = this.forced;        /* auto: set once a transport has connected */
-    this.lastId = opts.lastEventId || null;
+    this.lastId = parseId(opts.lastEventId) ? String(opts.lastEventId) : null;   /* else: none */
     this.onmessage = opts.onmessage || noop;
     this.onstatus = opts.onstatus || noop;
     this.minDelay = opts.minDelay || 500;
