@@ -23,9 +23,11 @@
 //      WebSocket upgrades, EventSource; through one that also resets event streams,
 //      long-polling; each shows the next headline;
 //   6. pages resuming from an id of another epoch (?last_event_id=1-1) report the gap
-//      ("lost") once and show every stored headline.
+//      ("lost") once and show every stored headline;
+//   7. the client's id guard drops a message delivered again;
+//   8. DELETE /pub/news: the websocket and longpoll pages show the channel ended.
 // Screenshots: SHOT_PREFIX-NAME.png for every page (TRANSPORT, auto-TRANSPORT,
-// lost-TRANSPORT).  Exits 0 when every step passed.
+// lost-TRANSPORT), before step 8 (or at a failure).  Exits 0 when every step passed.
 import net from 'node:net';
 import { StepFailure, finish, launch, ok } from './lib.mjs';
 
@@ -285,14 +287,33 @@ async function main() {
     if (guard.order.includes(false) || guard.added !== 0) throw new StepFailure(`id guard: ${JSON.stringify(guard)}`);
     ok('ids: ordered within an epoch past 2^53, a new epoch is new; a message delivered again is not shown');
 
+    step = 'screenshots';
+    const shotPath = (name) => `${shotPrefix}-${name}.png`;
+    for (const [name, page] of all) {
+      await page.screenshot({ path: shotPath(name), fullPage: true });
+      console.log(`screenshot: ${shotPath(name)}`);
+    }
+
+    step = 'delete';
+    // DELETE ends the channel: a WebSocket is closed with 1000 "channel deleted", a held
+    // long-poll answered 410; both pages show "ended" and stop (an event stream just
+    // ends, and EventSource reconnects by itself: nothing to tell it from a drop).
+    const del = await fetch(pubUrl, { method: 'DELETE' });
+    if (del.status !== 200) throw new StepFailure(`DELETE ${pubUrl} -> ${del.status}`);
+    for (const [name, page] of pages.filter(([t]) => t !== 'eventsource')) {
+      await waitPage(page, name, 'the end of the channel', () => document.getElementById('status').dataset.state === 'ended');
+    }
+    ok('DELETE: the websocket and longpoll pages show the channel ended');
+
     step = 'page errors';
     if (errors.length) throw new StepFailure(`page errors:\n  ${errors.join('\n  ')}`);
     ok('no page errors');
   } catch (e) {
     failure = e;
   }
+  // Taken before the DELETE when all went well; on a failure, as the pages are then.
   const code = await finish({ context, profile, failure, step,
-                              shots: all.map(([name, page]) => [page, `${shotPrefix}-${name}.png`]) });
+                              shots: failure ? all.map(([name, page]) => [page, `${shotPrefix}-${name}.png`]) : [] });
   for (const p of [proxy, ...proxies]) if (p) p.close();
   return code;
 }

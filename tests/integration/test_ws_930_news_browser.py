@@ -70,7 +70,7 @@ def test_news_pages_in_chromium(server, scheme):
     report = f"$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr}"
     print(report)
     assert p.returncode == 0, f"browser news test failed (exit {p.returncode}):\n{report}"
-    assert p.stdout.rstrip().splitlines()[-1] == "9 passed, 0 failed", report
+    assert p.stdout.rstrip().splitlines()[-1] == "10 passed, 0 failed", report
     assert f"{N} headlines (" in p.stdout and "in the same order" in p.stdout, report
     assert f"show the {N + M} headlines once each" in p.stdout, report
     if scheme == "http":
