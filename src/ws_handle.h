@@ -59,6 +59,7 @@ struct ws_handle {
     char close_reason[124];
     struct ws_handle *reg_prev, *reg_next;  /* the per-child registry */
     struct ws_handle *ready_next; /* the waker's own list (event loop) */
+    int ready_queued;             /* ... h is on it (under the loop's lock) */
 };
 
 /* What the owner takes from its handle in one go (ws_handle_take). */
