@@ -28,6 +28,8 @@ typedef struct ws_payload {
     ws_msgid id;                  /* a channel message's id (seq 0: none) */
     const char *key;              /* its channel key (after data[]), or NULL */
     size_t klen;
+    void *fmt[3];                 /* its framings for channel subscribers, made once
+                                   * by the first that needs one (ws_push_out.c) */
     unsigned char data[];
 } ws_payload;
 
