@@ -108,6 +108,7 @@ struct ws_bp_shared {
     uint64_t ring_lost_bytes, ring_overruns, ring_invalid, ring_torn;
     uint64_t redis_in, redis_dropped;
     uint64_t epoch, seq;          /* message ids of this server (ws_history.h) */
+    uint64_t ring_seq;            /* the id of the last message into the ring */
 };
 
 /* In the ring, a message's channel field is this header and then the channel key:
@@ -230,6 +231,7 @@ static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int 
     }
     meta->id.epoch = bp->shared->epoch;
     meta->id.seq = __atomic_add_fetch(&bp->shared->seq, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&bp->shared->ring_seq, meta->id.seq, __ATOMIC_RELEASE);
     ws_bp_hdr_put(key, meta);
     memcpy(key + WS_BP_HDR, channel, channel_len);
     ws_ring_write(bp->ring, &w, (const char *)key, data);
@@ -256,7 +258,7 @@ void *ws_bp_counts_mem(ws_bp *bp)
 void ws_bp_current(ws_bp *bp, ws_msgid *id)
 {
     id->epoch = bp->shared->epoch;
-    id->seq = bp->redis_host ? 0 : __atomic_load_n(&bp->shared->seq, __ATOMIC_ACQUIRE);
+    id->seq = bp->redis_host ? 0 : __atomic_load_n(&bp->shared->ring_seq, __ATOMIC_ACQUIRE);
 }
 
 void ws_bp_local_id(ws_bp *bp, ws_msgid *id)

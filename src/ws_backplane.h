@@ -29,6 +29,7 @@ typedef struct ws_bp_meta {
     ws_msgid id;                  /* out of ws_bp_publish (seq 0: not known) */
     int ctl;                      /* WS_BP_MESSAGE or WS_BP_DELETE */
     int wait_id;                  /* in: Redis: wait (up to 5 s) until the id is known */
+    int local;                    /* delivered in this child only (WS_PUBLISH_LOCAL) */
 } ws_bp_meta;
 
 /* Called on a backplane thread for every message; data is valid during the call. */
@@ -58,7 +59,8 @@ int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode
 /* Any thread: an id from this server's counter for a message that does not travel
  * (WS_PUBLISH_LOCAL). */
 void ws_bp_local_id(ws_bp *bp, ws_msgid *id);
-/* The id last given on this server (embedded); seq 0 with Redis (Redis keeps it). */
+/* The id of the last message that went through the ring (embedded: every child gets
+ * it); seq 0 with Redis (Redis keeps the counter). */
 void ws_bp_current(ws_bp *bp, ws_msgid *id);
 
 /* Config time: messages each channel's history keeps (the Redis stream's MAXLEN). */

@@ -125,12 +125,10 @@ void ws_chanstore_add(ws_payload *p)
     if (!p->key) {
         return;
     }
-    pthread_mutex_lock(&ws_store_mu);
-    ws_store_seen = p->id;
     if (ws_limits.max_channels <= 0) {
-        pthread_mutex_unlock(&ws_store_mu);
         return;
     }
+    pthread_mutex_lock(&ws_store_mu);
     c = *ws_store_slot(p->key, p->klen);
     if (!c) {
         c = ws_store_create(p->key, p->klen);
@@ -272,6 +270,13 @@ ws_msgid ws_chanstore_latest(const char *const *keys, const apr_size_t *klens, i
     }
     pthread_mutex_unlock(&ws_store_mu);
     return best;
+}
+
+void ws_chanstore_seen(const ws_msgid *id)
+{
+    pthread_mutex_lock(&ws_store_mu);
+    ws_store_seen = *id;
+    pthread_mutex_unlock(&ws_store_mu);
 }
 
 int ws_chanstore_behind(const ws_msgid *upto)

@@ -68,6 +68,8 @@ void ws_chanstore_subs_add(const char *key, size_t klen, int delta);
 /* Subscribers of key in every child of this server, or -1 if not counted. */
 long ws_chanstore_subs(const char *key, size_t klen);
 
+/* A message of the backplane reached this child (delivery order). */
+void ws_chanstore_seen(const ws_msgid *id);
 /* 1 while this child has not yet seen the message with id upto (same epoch). */
 int ws_chanstore_behind(const ws_msgid *upto);
 

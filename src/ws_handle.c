@@ -48,6 +48,7 @@ ws_payload *ws_payload_create_keyed(int opcode, const void *data, size_t len,
         p->id = *id;
         p->key = NULL;
         p->klen = klen;
+        p->fmt[0] = p->fmt[1] = p->fmt[2] = NULL;
         if (len) {
             memcpy(p->data, data, len);
         }
@@ -63,6 +64,9 @@ ws_payload *ws_payload_create_keyed(int opcode, const void *data, size_t len,
 void ws_payload_release(ws_payload *p)
 {
     if (p && apr_atomic_dec32(&p->refs) == 0) {
+        free(p->fmt[0]);
+        free(p->fmt[1]);
+        free(p->fmt[2]);
         free(p);
     }
 }

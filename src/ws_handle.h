@@ -28,6 +28,8 @@ typedef struct ws_payload {
     ws_msgid id;                  /* a channel message's id (seq 0: none) */
     const char *key;              /* its channel key (after data[]), or NULL */
     size_t klen;
+    void *fmt[3];                 /* its framings for channel subscribers, made once
+                                   * by the first that needs one (ws_push_out.c) */
     unsigned char data[];
 } ws_payload;
 
@@ -59,6 +61,7 @@ struct ws_handle {
     char close_reason[124];
     struct ws_handle *reg_prev, *reg_next;  /* the per-child registry */
     struct ws_handle *ready_next; /* the waker's own list (event loop) */
+    int ready_queued;             /* ... h is on it (under the loop's lock) */
 };
 
 /* What the owner takes from its handle in one go (ws_handle_take). */

@@ -122,11 +122,17 @@ static void ws_loop_signal_locked(ws_loop *L)
 static void ws_loop_wake(ws_handle *h, void *baton)
 {
     ws_loop *L = ((ws_lconn *)baton)->loop;
-    ws_handle_retain(h);
     pthread_mutex_lock(&L->mu);
-    h->ready_next = L->ready;
-    L->ready = h;
-    ws_loop_signal_locked(L);
+    /* Once on the list: a run the socket started may take the handle's work (and
+     * clear h->woken) while h waits here, and a second push would overwrite
+     * h->ready_next (a cycle, then a use after free in ws_loop_take). */
+    if (!h->ready_queued) {
+        ws_handle_retain(h);
+        h->ready_queued = 1;
+        h->ready_next = L->ready;
+        L->ready = h;
+        ws_loop_signal_locked(L);
+    }
     pthread_mutex_unlock(&L->mu);
 }
 
@@ -420,8 +426,12 @@ static void ws_loop_take(ws_loop *L)
         in = next;
     }
     while (ready) {
-        ws_handle *h = ready, *next = h->ready_next;
+        ws_handle *h = ready, *next;
         ws_lconn *lc = NULL;
+        pthread_mutex_lock(&L->mu);
+        next = h->ready_next;
+        h->ready_queued = 0;
+        pthread_mutex_unlock(&L->mu);
         pthread_mutex_lock(&h->mu);
         if (h->owner) {
             lc = h->wake_baton;   /* alive: only this thread ends its sessions */

@@ -193,6 +193,9 @@ void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int
     ws_channel *ch;
     ws_payload *p = NULL;
     (void)baton;
+    if (!meta->local) {
+        ws_chanstore_seen(&meta->id);   /* this child has caught up to here */
+    }
     if (meta->ctl == WS_BP_DELETE) {
         ws_chanstore_delete(channel, channel_len);
     }
@@ -248,6 +251,7 @@ int ws_pubsub_publish_meta(const char *key, size_t klen, int type, const void *d
     }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
         ws_pubsub_local_id(&meta->id);
+        meta->local = 1;
         ws_pubsub_deliver(NULL, key, klen, opcode, data, len, meta);
         return WS_SUCCESS;
     }

@@ -71,49 +71,77 @@ static char *ws_push_json(apr_pool_t *pool, const ws_payload *p)
                        binary ? ",\"binary\":true}" : "}", NULL);
 }
 
-/* One SSE event: id, event (binary, or the channel when there are several), one data
- * line per line of the message (CR, LF and CRLF end lines). */
-static void ws_push_sse(ws_conn *s, const ws_payload *p, apr_pool_t *pool)
+/* A message's framing for one kind of subscriber, shared by all of them. */
+typedef struct ws_fmt {
+    size_t len;
+    char data[];
+} ws_fmt;
+
+enum { WS_FMT_JSON = 0, WS_FMT_SSE = 1, WS_FMT_SSE_NAMED = 2 };
+
+/* One SSE event: id, event (binary, or the channel when named), one data line per line
+ * of the message (CR, LF and CRLF end lines). */
+static const char *ws_push_sse(apr_pool_t *pool, const ws_payload *p, int named)
 {
     char id[WS_MSGID_LEN];
     const char *data = (const char *)p->data, *end = data + p->len;
     size_t nlen;
     const char *name = ws_key_name(p, &nlen);
+    apr_array_header_t *parts = apr_array_make(pool, 8, sizeof(const char *));
     ws_msgid_format(id, &p->id);
-    ws_out_raw(s, "id: ", 4);
-    ws_out_raw(s, id, strlen(id));
     if (p->opcode == WS_OP_BINARY) {
-        const char *b64 = ws_base64(pool, p->data, p->len);
-        ws_out_raw(s, "\nevent: binary\ndata: ", 21);
-        ws_out_raw(s, b64, strlen(b64));
-        ws_out_raw(s, "\n\n", 2);
-        return;
+        return apr_pstrcat(pool, "id: ", id, "\nevent: binary\ndata: ",
+                           ws_base64(pool, p->data, p->len), "\n\n", NULL);
     }
-    if (s->push->multi) {
-        ws_out_raw(s, "\nevent: ", 8);
-        ws_out_raw(s, name, nlen);
-    }
-    ws_out_raw(s, "\n", 1);
+    APR_ARRAY_PUSH(parts, const char *) = apr_pstrcat(pool, "id: ", id, named ?
+        "\nevent: " : "", named ? apr_pstrmemdup(pool, name, nlen) : "", "\n", NULL);
     for (;;) {
         const char *eol = data;
         while (eol < end && *eol != '\r' && *eol != '\n') {
             eol++;
         }
-        ws_out_raw(s, "data: ", 6);
-        ws_out_raw(s, data, (size_t)(eol - data));
-        ws_out_raw(s, "\n", 1);
+        APR_ARRAY_PUSH(parts, const char *) = apr_pstrcat(pool, "data: ",
+            apr_pstrmemdup(pool, data, (size_t)(eol - data)), "\n", NULL);
         if (eol == end) {
             break;
         }
         data = eol + (eol[0] == '\r' && eol + 1 < end && eol[1] == '\n' ? 2 : 1);
     }
-    ws_out_raw(s, "\n", 1);
+    APR_ARRAY_PUSH(parts, const char *) = "\n";
+    return apr_array_pstrcat(pool, parts, 0);
+}
+
+/* The framing `which` of p, made by the first subscriber that needs it (any of the
+ * loops' threads: the first to store it wins). */
+static const ws_fmt *ws_push_fmt(const ws_payload *cp, int which)
+{
+    ws_payload *p = (ws_payload *)cp;     /* the cache is its one mutable part */
+    ws_fmt *f = __atomic_load_n((ws_fmt **)&p->fmt[which], __ATOMIC_ACQUIRE), *none = NULL;
+    apr_pool_t *pool;
+    const char *text;
+    if (f || apr_pool_create(&pool, NULL) != APR_SUCCESS) {
+        return f;
+    }
+    text = which == WS_FMT_JSON ? ws_push_json(pool, p)
+           : ws_push_sse(pool, p, which == WS_FMT_SSE_NAMED);
+    f = malloc(sizeof(*f) + strlen(text));
+    if (f) {
+        f->len = strlen(text);
+        memcpy(f->data, text, f->len);
+        if (!__atomic_compare_exchange_n((ws_fmt **)&p->fmt[which], &none, f, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            free(f);
+            f = none;
+        }
+    }
+    apr_pool_destroy(pool);
+    return f;
 }
 
 void ws_push_message(ws_conn *s, const ws_payload *p)
 {
     ws_push_sess *ps = s->push;
-    apr_pool_t *pool;
+    const ws_fmt *f;
     if (!ps || ps->ended) {
         return;
     }
@@ -123,19 +151,20 @@ void ws_push_message(ws_conn *s, const ws_payload *p)
     if (p->id.seq) {
         ps->last = p->id;
     }
-    if (s->kind == WS_KIND_POLL) {
-        APR_ARRAY_PUSH(ps->batch, const char *) = ws_push_json(s->c->pool, p);
-        return;
+    f = ws_push_fmt(p, s->kind != WS_KIND_SSE ? WS_FMT_JSON
+                       : ps->multi ? WS_FMT_SSE_NAMED : WS_FMT_SSE);
+    if (!f) {
+        s->c->aborted = 1;      /* out of memory */
     }
-    apr_pool_create(&pool, s->c->pool);
-    if (s->kind == WS_KIND_SSE) {
-        ws_push_sse(s, p, pool);
+    else if (s->kind == WS_KIND_POLL) {
+        APR_ARRAY_PUSH(ps->batch, const char *) = apr_pstrmemdup(s->c->pool, f->data, f->len);
+    }
+    else if (s->kind == WS_KIND_SSE) {
+        ws_out_raw(s, f->data, f->len);
     }
     else {
-        const char *json = ws_push_json(pool, p);
-        ws_out_message(s, WS_OP_TEXT, json, strlen(json), 0);
+        ws_out_message(s, WS_OP_TEXT, f->data, f->len, 0);
     }
-    apr_pool_destroy(pool);
 }
 
 void ws_push_lost(ws_conn *s, const ws_msgid *from)
