@@ -8,6 +8,9 @@
  * .pct are class "up" or "down" by the sign of the change, and .price flashes
  * "flash-up" / "flash-down" when it moves.  #updates counts messages, #delay shows the
  * last delivery delay (now - ts) in ms (the browser tests read them).
+ * ?transport=websocket|eventsource|longpoll: the same board from the ticker's channel at
+ * sub/ticker beside the page (channel.js; each message's data is the ticker's JSON), e.g.
+ * where a proxy lets no WebSocket through.  #via names the path taken.
  * The currency board: a <tr id="fx-SYMBOL"> per currency pair (six capitals, shown as
  * EUR/USD) with .bid, .ask (flashing like .price) and .spread cells.
  */
@@ -21,10 +24,13 @@
     location: $('location'), connect: $('connect'), disconnect: $('disconnect'),
     status: $('status'), rows: $('quote-rows'), updates: $('updates'),
     lastUpdate: $('last-update'), delay: $('delay'), delayStats: $('delay-stats'),
-    interval: $('interval'), fxRows: $('fx-rows')
+    interval: $('interval'), fxRows: $('fx-rows'), via: $('via')
   };
 
   var ws = null;
+  var chan = null;      /* channel mode: {ch: MwsChannel} */
+  var via = new URLSearchParams(window.location.search).get('transport');
+  var VIA = { websocket: 'WebSocket', eventsource: 'EventSource', longpoll: 'long-poll' };
   var updates = 0;
   var delays = [];
   var last = {};        /* symbol -> last price, to flash a move */
@@ -32,6 +38,7 @@
 
   function defaultLocation() {
     var l = window.location;
+    if (via) return new URL('sub/ticker', l.href).toString();
     if (l.protocol === 'http:' || l.protocol === 'https:') {
       return (l.protocol === 'https:' ? 'wss://' : 'ws://') + l.host +
         l.pathname.replace(/[^\/]*$/, '') + 'ticker';   /* beside the page */
@@ -133,8 +140,31 @@
     ui.interval.textContent = msg.interval_ms + ' ms';
   }
 
+  /* The board from the ticker's channel by channel.js (the transport forced by ?transport). */
+  function connectChannel(url) {
+    var token = {};
+    chan = token;
+    setState('connecting…');
+    token.ch = new MwsChannel(url, {
+      transport: via,
+      onmessage: function (m) { if (chan === token) onMessage(m.data); },
+      onstatus: function (s) {
+        if (chan !== token) return;
+        ui.via.textContent = 'channel ' + new URL(url).pathname + ' over ' + (VIA[s.transport] || s.transport);
+        if (s.state === 'open') setState('connected');
+        else if (s.state === 'closed' || s.state === 'ended') { chan = null; setState('disconnected'); }
+        else if (s.state !== 'lost') setState('connecting…');
+      }
+    });
+  }
+
   function connect() {
     var url = ui.location.value.trim();
+    if (via) {
+      try { connectChannel(url); } catch (e) { chan = null; setState('disconnected'); ui.status.textContent = e.message; }
+      return;
+    }
+    ui.via.textContent = 'the ticker plugin\'s WebSocket';
     try {
       ws = new WebSocket(url);
     } catch (e) {
@@ -154,7 +184,10 @@
 
   ui.location.value = defaultLocation();
   ui.connect.addEventListener('click', connect);
-  ui.disconnect.addEventListener('click', function () { if (ws) ws.close(1000); });
+  ui.disconnect.addEventListener('click', function () {
+    if (chan) chan.ch.close();
+    else if (ws) ws.close(1000);
+  });
   ui.location.addEventListener('keydown', function (e) {
     if (e.key === 'Enter' && !ui.connect.disabled) connect();
   });

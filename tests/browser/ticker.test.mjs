@@ -3,7 +3,8 @@
 //
 //   node tests/browser/ticker.test.mjs URL [SCREENSHOT.png]
 //
-// URL is the page, e.g. http://127.0.0.1:8080/ticker.html.  Drives Debian's Chromium
+// URL is the page, e.g. http://127.0.0.1:8080/ticker.html (?transport=eventsource: the
+// board from the ticker's channel at /sub/ticker, over that transport).  Drives Debian's Chromium
 // (/usr/bin/chromium, or $CHROMIUM) through playwright-core and waits on what the page
 // shows (no sleeps): the board connects by itself, fills with the server's symbols and
 // updates; prices are coloured green (up) and red (down).  Exits 0 when every step
@@ -56,13 +57,19 @@ async function main() {
     const resp = await page.goto(pageUrl, { waitUntil: 'load', timeout: STEP_TIMEOUT });
     if (!resp || !resp.ok()) throw new StepFailure(`GET ${pageUrl} -> ${resp ? resp.status() : 'no response'}`);
     const u = new URL(pageUrl);
-    const want = `${u.protocol === 'https:' ? 'wss' : 'ws'}://${u.host}/ticker`;
+    const via = u.searchParams.get('transport');     // the ticker's channel, by channel.js
+    const want = via ? `${u.protocol}//${u.host}/sub/ticker` : `${u.protocol === 'https:' ? 'wss' : 'ws'}://${u.host}/ticker`;
     const loc = await page.inputValue('#location');
     if (loc !== want) throw new StepFailure(`#location is ${loc}, expected ${want}`);
     ok(`page loaded (${pageUrl}), location ${loc}`);
 
     step = 'snapshot';
     await waitUpdates(page, 1);
+    const path = await page.textContent('#via');
+    const name = { websocket: 'WebSocket', eventsource: 'EventSource', longpoll: 'long-poll' }[via];
+    if (via ? path !== `channel /sub/ticker over ${name}` : path !== "the ticker plugin's WebSocket") {
+      throw new StepFailure(`#via shows "${path}"`);
+    }
     const first = await board(page);
     if (first.length !== 8) throw new StepFailure(`expected the 8 default symbols, got ${first.map((r) => r.symbol)}`);
     ok(`snapshot: ${first.map((r) => `${r.symbol} ${r.price}`).join(', ')}`);
