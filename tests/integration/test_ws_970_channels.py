@@ -218,13 +218,21 @@ def test_bad_input(server):
 
 
 def test_new_epoch_after_restart(httpd_factory):
-    """A graceful restart starts a new counter (new epoch): a resume point from before
-    it is announced as lost."""
+    """A graceful restart ends the subscribers (SSE stream ends, a waiting long-poll
+    answers 204) and starts a new counter (new epoch): a resume point from before it is
+    announced as lost."""
     srv = httpd_factory(mpm="event", tls=False, locations=LOCATIONS, extra_global=GLOBAL)
     old = publish(srv, "/pub/epoch", "before")["id"]
+    sse = SSE(srv, "/sub/epoch")
+    waiting = in_thread(poll, srv, "/suball/idle")      # nothing stored: waits 25 s
+    wait_subscribers(srv, "/pub/epoch", 1)
+    wait_subscribers(srv, "/pub/idle", 1)
+    t0 = time.monotonic()
     srv.mark_log()
     srv.proc.send_signal(signal.SIGUSR1)
     srv.wait_for_log(r"resuming normal operations", 15)
+    sse.expect_end()                      # the old generation's subscribers end
+    assert waiting()[0] == 204 and time.monotonic() - t0 < 20
     new = publish(srv, "/pub/epoch", "after")["id"]
     assert new.split("-")[0] != old.split("-")[0] and new.endswith("-1")
     _, _, doc = poll(srv, "/sub/epoch", old)
