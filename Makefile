@@ -31,12 +31,15 @@ CFLAGS_M  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE $(HTTPD_DEF
              -Iinclude -Isrc $(addprefix -I,$(sort $(HTTPD_INC)))
 CFLAGS_P  := -std=c99 $(OPT) -fPIC $(WARN) $(SANITIZE) -D_GNU_SOURCE -Iinclude
 
-CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c src/ws_deflate.c src/ws_pmd_negotiate.c src/ws_timer.c
-CORE_HDR  := src/ws_proto.h src/ws_channel.h src/ws_deflate.h src/ws_timer.h
+CORE_SRC  := src/ws_frame.c src/ws_utf8.c src/ws_close.c src/ws_channel.c src/ws_deflate.c \
+             src/ws_pmd_negotiate.c src/ws_timer.c src/ws_history.c
+CORE_HDR  := src/ws_proto.h src/ws_channel.h src/ws_deflate.h src/ws_timer.h src/ws_history.h
 GLUE_SRC  := src/mod_websocket.c src/ws_config.c src/ws_plugin.c src/ws_handshake.c \
              src/ws_session.c src/ws_output.c src/ws_loop.c src/ws_blocking.c src/ws_handle.c \
              src/ws_pubsub.c src/ws_api.c src/ws_accept.c src/ws_backplane.c src/ws_ring.c \
-             src/ws_hostcheck.c src/ws_redis_tls.c src/ws_status.c src/ws_h2.c
+             src/ws_hostcheck.c src/ws_redis_tls.c src/ws_status.c src/ws_h2.c \
+             src/ws_chanstore.c src/ws_push.c src/ws_push_out.c src/ws_push_conf.c \
+             src/ws_redis_hist.c
 MOD_SRC   := $(GLUE_SRC) $(CORE_SRC)
 MOD_HDR   := $(CORE_HDR) $(wildcard src/ws_*.h) include/mod_websocket.h
 PLUGINS   := echo chat ticker probe badabi
@@ -82,6 +85,10 @@ $(BUILD)/test_timer: $(CORE_SRC) $(CORE_HDR) tests/unit/test_timer.c | $(BUILD)
 	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -Isrc $(CORE_SRC) tests/unit/test_timer.c -lz -o $@
 
+$(BUILD)/test_history: $(CORE_SRC) $(CORE_HDR) tests/unit/test_history.c | $(BUILD)
+	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -Isrc $(CORE_SRC) tests/unit/test_history.c -lz -o $@
+
 $(BUILD)/test_accept: src/ws_accept.c src/ws_accept.h tests/unit/test_accept.c | $(BUILD)
 	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -D_GNU_SOURCE $(HTTPD_DEF) -Isrc $(addprefix -I,$(sort $(HTTPD_INC))) src/ws_accept.c tests/unit/test_accept.c \
@@ -98,9 +105,10 @@ $(BUILD)/test_handle: src/ws_handle.c src/ws_pubsub.c src/ws_handle.h src/ws_pub
 	    src/ws_handle.c src/ws_pubsub.c $(CORE_SRC) tests/unit/test_handle.c -lapr-1 -lz -lpthread -o $@
 
 unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept $(BUILD)/test_ring \
-      $(BUILD)/test_timer $(BUILD)/test_handle
+      $(BUILD)/test_timer $(BUILD)/test_handle $(BUILD)/test_history
 	$(BUILD)/test_timer
 	$(BUILD)/test_handle
+	$(BUILD)/test_history
 	$(BUILD)/test_ring
 	$(BUILD)/test_proto
 	$(BUILD)/test_deflate

@@ -10,7 +10,8 @@
 #                          integration suite against them; fails on any sanitizer report
 #   make check-asan-quick  the same for ASAN_SUBSET on the event MPM (part of make
 #                          check): every driver, plugin threads and handles, queues,
-#                          the backplane (shared memory and Redis), deflate, restarts
+#                          the backplane (shared memory and Redis), deflate, restarts,
+#                          channels over HTTP (SSE and long-poll sessions)
 #   make valgrind-httpd    httpd -X under valgrind over echo and fault scenarios
 #                          (VALGRIND_MPM=prefork|event, VALGRIND_ROUNDS=2)
 #
@@ -46,7 +47,7 @@ ASAN_SUBSET        := $(addprefix tests/integration/test_ws_,140_probe.py 200_fr
                       300_async.py 305_idle_threads.py 320_graceful.py 600_lifecycle.py \
                       610_abrupt_clients.py 640_hostile_frames.py \
                       630_slow_reader.py 650_plugin_error.py 660_graceful_under_load.py \
-                      800_pubsub.py 810_redis.py 830_deflate.py)
+                      800_pubsub.py 810_redis.py 830_deflate.py 970_channels.py)
 ASAN_SUBSET_ARGS   ?= -k "not python_offers and not prefork"
 
 .PHONY: fuzz fuzz-quick fuzz-build fuzz-corpus check-asan check-asan-quick valgrind-httpd

@@ -13,9 +13,12 @@
  * object whose first member is the send time, so a client can measure delivery delay:
  *
  *   {"ts":MICROSECONDS_SINCE_EPOCH,"tick":N,"interval_ms":1000,"quotes":[
- *     {"symbol":"EURUSD","price":1.08512,"change":-0.00031,"pct":-0.03,"decimals":5},...]}
+ *     {"symbol":"EURUSD","price":1.08512,"change":-0.00031,"pct":-0.03,"decimals":5,
+ *      "bid":1.08506,"ask":1.08518},...]}
  *
- * change and pct compare with the price at the start of the current UTC day.
+ * change and pct compare with the price at the start of the current UTC day; bid and
+ * ask lie half a spread below and above the price (a fixed spread per symbol: about a
+ * pip for currency pairs, 0.05% for names the ticker does not know).
  *
  * Design: nothing is shared between child processes.  Each child runs the same thread
  * and publishes with WS_PUBLISH_LOCAL to its own subscribers; the price is a pure
@@ -36,7 +39,7 @@
 
 #define SYMBOL_MAX 16
 #define SYMBOLS_MAX 100
-#define QUOTE_JSON_MAX 160       /* one quote object, generously */
+#define QUOTE_JSON_MAX 240       /* one quote object, generously */
 #define LEVELS 16                /* price detail from 1 tick to 2^15 ticks */
 #define MS_PER_DAY 86400000LL
 
@@ -47,6 +50,7 @@ typedef struct symbol {
     uint64_t seed;               /* hash of the name: its own price path */
     double base;                 /* the price the path wanders around */
     double vol;                  /* how far it wanders (fraction of base, about 1 sigma) */
+    double spread;               /* ask - bid */
     int decimals;
 } symbol;
 
@@ -67,10 +71,11 @@ typedef struct ticker {
 /* ---- prices: pure functions of (symbol, tick) ------------------------------------- */
 
 /* Well-known symbols get a plausible price; others one derived from their name. */
-static const struct { const char *name; double base, vol; int decimals; } known[] = {
-    {"EURUSD", 1.0850, 0.006, 5}, {"GBPUSD", 1.2700, 0.007, 5}, {"USDJPY", 151.50, 0.007, 3},
-    {"AAPL", 190.00, 0.020, 2},   {"MSFT", 415.00, 0.018, 2},   {"GOOG", 170.00, 0.022, 2},
-    {"BTCUSD", 65000.0, 0.040, 2}, {"GOLD", 2350.0, 0.010, 2},
+static const struct { const char *name; double base, vol, spread; int decimals; } known[] = {
+    {"EURUSD", 1.0850, 0.006, 0.00012, 5}, {"GBPUSD", 1.2700, 0.007, 0.00016, 5},
+    {"USDJPY", 151.50, 0.007, 0.014, 3},   {"AAPL", 190.00, 0.020, 0.02, 2},
+    {"MSFT", 415.00, 0.018, 0.04, 2},      {"GOOG", 170.00, 0.022, 0.03, 2},
+    {"BTCUSD", 65000.0, 0.040, 12.0, 2},   {"GOLD", 2350.0, 0.010, 0.35, 2},
 };
 
 /* splitmix64's finaliser: turns similar inputs into unrelated 64-bit values. */
@@ -127,9 +132,10 @@ static size_t quotes_json(const ticker *t, int64_t tick, char *out, size_t outle
         double p = price_at(s, tick), open = price_at(s, day_tick);
         o += (size_t)snprintf(out + o, outlen - o,
                               "%s{\"symbol\":\"%s\",\"price\":%.*f,\"change\":%.*f,"
-                              "\"pct\":%.2f,\"decimals\":%d}",
+                              "\"pct\":%.2f,\"decimals\":%d,\"bid\":%.*f,\"ask\":%.*f}",
                               i ? "," : "", s->name, s->decimals, p, s->decimals, p - open,
-                              (p - open) / open * 100, s->decimals);
+                              (p - open) / open * 100, s->decimals, s->decimals,
+                              p - s->spread / 2, s->decimals, p + s->spread / 2);
     }
     o += (size_t)snprintf(out + o, outlen - o, "]}");
     return o;
@@ -288,11 +294,13 @@ static const char *parse_symbols(ticker *t, const char *list, char *err, size_t 
         s->seed = fnv1a(s->name);
         s->base = 20 + (double)(s->seed % 48000) / 100;   /* 20.00 .. 499.99 */
         s->vol = 0.02;
+        s->spread = s->base < 40 ? 0.02 : s->base * 0.0005;   /* 2 cents at least */
         s->decimals = 2;
         for (k = 0; k < sizeof(known) / sizeof(known[0]); k++) {
             if (strcmp(known[k].name, s->name) == 0) {
                 s->base = known[k].base;
                 s->vol = known[k].vol;
+                s->spread = known[k].spread;
                 s->decimals = known[k].decimals;
             }
         }

@@ -4,7 +4,10 @@
 #                              HTTP/2 too: h2 on PORT+1, h2c on PORT, WebSockets over both
 # The config, logs and a self-signed ECDSA P-256 certificate (made on first run, then kept)
 # live in build/demo/.  TLS session resumption is on (session cache and tickets).
-# Ctrl-C stops it.
+# The live news feed: POST /pub/news publishes (from 127.0.0.1 only), /sub/news
+# subscribes (WebSocket, EventSource or long-poll), /news.html shows it, and
+# scripts/newsfeed.py, started here in the background, publishes a headline every few
+# seconds (log: build/demo/newsfeed.log).  Ctrl-C stops httpd and the feed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,7 +31,7 @@ done
 
 mkdir -p "$DEMO"
 CONF=$("$PY" scripts/genconf.py --dir "$DEMO" --port "$PORT" --tls-port "$TLS_PORT" \
-    --mpm event --scale --h2 "${locations[@]}")
+    --mpm event --scale --h2 --channels "${locations[@]}")
 
 # One descriptor per connection in httpd's children: raise the soft limit to the hard one
 # (10,000 connections need more than the usual 1,024).
@@ -61,10 +64,35 @@ for p in chat ticker; do
     fi
 done
 cat <<MSG
+  Channels over plain HTTP (docs/channels.md):
+    curl -d 'headline' http://127.0.0.1:$PORT/pub/news      (from 127.0.0.1 only)
+    http://127.0.0.1:$PORT/sub/news   WebSocket, EventSource or long-poll; /sub/ticker too
+  Live news: http://127.0.0.1:$PORT/news.html, fed every few seconds by
+    scripts/newsfeed.py (log: $DEMO/newsfeed.log)
   (self-signed certificate: $DEMO/server.crt)
   error log: $DEMO/error.log
 Ctrl-C to stop.
 
 MSG
 
-exec /usr/sbin/apache2 -f "$CONF" -DFOREGROUND
+# httpd and the sample feed run as children of this shell; whatever ends the shell
+# (Ctrl-C, a signal, httpd's exit) ends both.
+httpd_pid=
+feed_pid=
+stop() {
+    [ -z "$feed_pid" ] || kill "$feed_pid" 2>/dev/null || true
+    [ -z "$httpd_pid" ] || kill -TERM "$httpd_pid" 2>/dev/null || true
+}
+trap stop EXIT
+trap stop INT TERM HUP
+/usr/sbin/apache2 -f "$CONF" -DFOREGROUND &
+httpd_pid=$!
+"$PY" scripts/newsfeed.py --url "http://127.0.0.1:$PORT/pub/news" >"$DEMO/newsfeed.log" 2>&1 &
+feed_pid=$!
+status=0
+wait "$httpd_pid" || status=$?
+while kill -0 "$httpd_pid" 2>/dev/null; do   # a signal interrupted wait: httpd is stopping
+    wait "$httpd_pid" || status=$?
+done
+httpd_pid=
+exit "$status"

@@ -252,6 +252,39 @@ def location_block(loc, build=None):
     return "\n".join(lines) + "\n"
 
 
+# The channel namespace the ticker plugin publishes in when channels are on (the demo's
+# /sub/ticker subscribes to the ticker's channel there).
+TICKER_NAMESPACE = "demo-ticker"
+
+
+def channel_locations(ticker=True):
+    """The demo's channels over plain HTTP (docs/channels.md): POST /pub/NAME publishes
+    (from 127.0.0.1 only), /sub/NAME subscribes (WebSocket, EventSource or long-poll;
+    a new subscriber gets the last 10 stored messages), and /sub/ticker is the ticker
+    plugin's channel (its location must use TICKER_NAMESPACE: see with_ticker_ns)."""
+    locs = [
+        {"path": "/pub", "plugin": None,
+         "extra": "WebSocketChannelPublisher on\nRequire ip 127.0.0.1\n"},
+        {"path": "/sub", "plugin": None,
+         "extra": "WebSocketChannelSubscriber on\nWebSocketChannelFirstMessage 10\n"},
+    ]
+    if ticker:
+        locs.append({"path": "/sub/ticker", "plugin": None,
+                     "extra": "WebSocketChannelSubscriber ticker\n"
+                              f"WebSocketChannelNamespace {TICKER_NAMESPACE}\n"
+                              "WebSocketChannelFirstMessage 1\n"})
+    return locs
+
+
+def with_ticker_ns(loc):
+    """A ticker location publishing in TICKER_NAMESPACE (for /sub/ticker)."""
+    loc = _normalize_location(loc)
+    if loc.get("plugin") == "ticker":
+        loc["extra"] = (loc.get("extra") or "") + \
+            f"WebSocketChannelNamespace {TICKER_NAMESPACE}\n"
+    return loc
+
+
 def make_config(directory, port, tls_port=None, mpm="event", *, tls=None,
                 locations=None, extra_global="", extra_vhost="",
                 loglevel=DEFAULT_LOGLEVEL, load_websocket=True,
@@ -401,6 +434,9 @@ def main(argv=None):
                     help="serve h2 (TLS) and h2c (plain) with H2WebSockets on (mod_http2)")
     ap.add_argument("--scale", action="store_true",
                     help="event MPM settings for 10,000 connections (the demo's)")
+    ap.add_argument("--channels", action="store_true",
+                    help="the demo's channel locations: /pub (POST from 127.0.0.1), /sub, "
+                         "/sub/ticker (see channel_locations)")
     args = ap.parse_args(argv)
 
     locations = None
@@ -411,6 +447,10 @@ def main(argv=None):
             if not sep or not path.startswith("/") or not plugin:
                 ap.error(f"--location wants PATH=PLUGIN, got {item!r}")
             locations.append((path, plugin))
+    if args.channels:
+        locations = [with_ticker_ns(loc) for loc in (locations or [("/echo", "echo")])]
+        has_ticker = any(loc.get("plugin") == "ticker" for loc in locations)
+        locations += channel_locations(ticker=has_ticker)
     cfg = make_config(args.dir, args.port, args.tls_port, args.mpm,
                       locations=locations, extra_global=args.extra_global,
                       extra_vhost=args.extra_vhost, loglevel=args.loglevel,

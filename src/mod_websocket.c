@@ -13,9 +13,12 @@
  *   ws_handle.c     queues other threads send through        (any thread)
  *   ws_pubsub.c     channels and the backplane's delivery    (any thread)
  *   ws_api.c        the function table plugins call
+ *   ws_push.c       channels over plain HTTP: publish, SSE and long-poll subscribers
+ *                   (ws_push_out.c: their framing; ws_push_conf.c: directives;
+ *                   ws_chanstore.c: channel history; docs/channels.md)
  *   ws_status.c, ws_h2.c, ws_backplane.c, ws_ring.c, ws_redis_tls.c, ws_hostcheck.c
  * The protocol core (ws_frame.c, ws_utf8.c, ws_close.c, ws_deflate.c, ws_channel.c,
- * ws_timer.c) has no httpd include.
+ * ws_timer.c, ws_history.c) has no httpd include.
  */
 #include <malloc.h>
 #include <signal.h>
@@ -27,12 +30,14 @@
 #include "mpm_common.h"
 #include "mod_status.h"
 
+#include "ws_chanstore.h"
 #include "ws_conf.h"
 #include "ws_h2.h"
 #include "ws_handshake.h"
 #include "ws_loop.h"
 #include "ws_plugin.h"
 #include "ws_pubsub.h"
+#include "ws_push.h"
 #include "ws_status.h"
 
 APLOG_USE_MODULE(websocket);
@@ -48,6 +53,9 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     ws_status_child_init(pchild);
     if (bp) {
+        ws_msgid now;
+        ws_bp_current(bp, &now);
+        ws_chanstore_child_init(pchild, &now);
         ws_bp_child_init(bp, pchild, ws_pubsub_deliver, NULL);
     }
     /* Threads that plugins start here inherit a mask with every signal blocked: the
@@ -91,6 +99,7 @@ static void ws_register_hooks(apr_pool_t *p)
     ap_hook_child_stopping(ws_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ws_h2_register_hooks();
     /* First: a WebSocket location answers before mod_dir or the default handler. */
+    ap_hook_handler(ws_push_handler, NULL, NULL, APR_HOOK_FIRST - 1);   /* channels */
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_FIRST);
     /* Where the MPM lets go of a suspended session: its loop takes it. */
     ap_hook_suspend_connection(ws_loop_suspend_connection, NULL, NULL, APR_HOOK_LAST);

@@ -51,10 +51,21 @@
 
 APLOG_USE_MODULE(websocket);
 
+/* A publisher waiting for the id Redis gives its message (ws_bp_meta.wait_id); freed by
+ * whichever of the two lets go last. */
+typedef struct ws_bp_ticket {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, refs;
+    ws_msgid id;
+} ws_bp_ticket;
+
 typedef struct ws_bp_msg {
     struct ws_bp_msg *next;
     size_t channel_len, len;
     int opcode;
+    int ctl;                      /* WS_BP_MESSAGE or WS_BP_DELETE */
+    ws_bp_ticket *ticket;         /* or NULL */
     char buf[];                   /* channel, then payload */
 } ws_bp_msg;
 
@@ -71,6 +82,7 @@ struct ws_bp {
     const char *redis_cafile;     /* rediss://...?cacert=FILE, or NULL: the system's */
     int tls_warned;               /* a TLS failure was logged at warning level */
     const char *prefix;
+    long history;                 /* messages a channel's stream keeps (0: none) */
     /* per child */
     ws_bp_deliver_fn deliver;
     void *baton;
@@ -95,7 +107,39 @@ static long ws_futex(volatile uint32_t *addr, int op, uint32_t val, const struct
 struct ws_bp_shared {
     uint64_t ring_lost_bytes, ring_overruns, ring_invalid, ring_torn;
     uint64_t redis_in, redis_dropped;
+    uint64_t epoch, seq;          /* message ids of this server (ws_history.h) */
+    uint64_t ring_seq;            /* the id of the last message into the ring */
 };
+
+/* In the ring, a message's channel field is this header and then the channel key:
+ * epoch and seq (8 bytes each, big endian) and the ctl byte. */
+#define WS_BP_HDR 17
+
+static void ws_bp_hdr_put(unsigned char *out, const ws_bp_meta *m)
+{
+    int i;
+    for (i = 0; i < 8; i++) {
+        out[i] = (unsigned char)(m->id.epoch >> (56 - 8 * i));
+        out[8 + i] = (unsigned char)(m->id.seq >> (56 - 8 * i));
+    }
+    out[16] = (unsigned char)m->ctl;
+}
+
+static int ws_bp_hdr_get(const char *ch, size_t len, ws_bp_meta *m)
+{
+    const unsigned char *u = (const unsigned char *)ch;
+    int i;
+    if (len <= WS_BP_HDR || u[16] > WS_BP_DELETE) {
+        return 0;
+    }
+    memset(m, 0, sizeof(*m));
+    for (i = 0; i < 8; i++) {
+        m->id.epoch = (m->id.epoch << 8) | u[i];
+        m->id.seq = (m->id.seq << 8) | u[8 + i];
+    }
+    m->ctl = u[16];
+    return 1;
+}
 
 static void ws_count(uint64_t *c, uint64_t n)
 {
@@ -147,8 +191,12 @@ static void *APR_THREAD_FUNC ws_ring_reader_thread(apr_thread_t *t, void *data)
         int rv = ws_ring_read(r, &rd, &m);
         ws_ring_note_skips(bp, &rd, &seen);
         if (rv == WS_RING_MSG) {
+            ws_bp_meta meta;
             busy = 0;
-            bp->deliver(bp->baton, m.channel, m.channel_len, m.opcode, m.data, m.len);
+            if (ws_bp_hdr_get(m.channel, m.channel_len, &meta)) {
+                bp->deliver(bp->baton, m.channel + WS_BP_HDR, m.channel_len - WS_BP_HDR,
+                            m.opcode, m.data, m.len, &meta);
+            }
         }
         else if (rv == WS_RING_BUSY) {
             /* A publisher is copying; after a while, wait for its lock (which also
@@ -171,14 +219,95 @@ static void *APR_THREAD_FUNC ws_ring_reader_thread(apr_thread_t *t, void *data)
     return NULL;
 }
 
+/* Append to the ring; the id is taken under the ring's lock, so ids follow ring order. */
 static int ws_ring_send(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
-                        const void *data, size_t len)
+                        const void *data, size_t len, ws_bp_meta *meta)
 {
-    if (ws_ring_publish(bp->ring, channel, channel_len, opcode, data, len) != 0) {
+    unsigned char key[WS_BP_HDR + WS_RING_CHANNEL_MAX];
+    ws_ring_wr w;
+    if (channel_len + WS_BP_HDR > WS_RING_CHANNEL_MAX
+        || ws_ring_reserve(bp->ring, channel_len + WS_BP_HDR, opcode, len, &w) != 0) {
         return -1;
     }
+    meta->id.epoch = bp->shared->epoch;
+    meta->id.seq = __atomic_add_fetch(&bp->shared->seq, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&bp->shared->ring_seq, meta->id.seq, __ATOMIC_RELEASE);
+    ws_bp_hdr_put(key, meta);
+    memcpy(key + WS_BP_HDR, channel, channel_len);
+    ws_ring_write(bp->ring, &w, (const char *)key, data);
+    ws_ring_commit(bp->ring, &w);
     ws_futex(&bp->ring->futex, FUTEX_WAKE, INT_MAX, NULL);
     return 0;
+}
+
+void ws_bp_set_history(ws_bp *bp, long n)
+{
+    bp->history = n;
+}
+
+const char *ws_bp_redis_prefix(ws_bp *bp)
+{
+    return bp->prefix;
+}
+
+void *ws_bp_counts_mem(ws_bp *bp)
+{
+    return (char *)bp->ring + ws_ring_bytes(WS_BP_RING_SIZE);
+}
+
+void ws_bp_current(ws_bp *bp, ws_msgid *id)
+{
+    id->epoch = bp->shared->epoch;
+    id->seq = bp->redis_host ? 0 : __atomic_load_n(&bp->shared->ring_seq, __ATOMIC_ACQUIRE);
+}
+
+void ws_bp_local_id(ws_bp *bp, ws_msgid *id)
+{
+    id->epoch = bp->shared->epoch;
+    id->seq = __atomic_add_fetch(&bp->shared->seq, 1, __ATOMIC_RELAXED);
+}
+
+static void ws_ticket_release(ws_bp_ticket *t)
+{
+    int last;
+    pthread_mutex_lock(&t->mu);
+    last = --t->refs == 0;
+    pthread_mutex_unlock(&t->mu);
+    if (last) {
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cv);
+        free(t);
+    }
+}
+
+static void ws_ticket_done(ws_bp_ticket *t, const ws_msgid *id)
+{
+    if (!t) {
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->id = *id;
+    t->done = 1;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    ws_ticket_release(t);
+}
+
+/* Wait up to 5 s for the publisher thread to learn the id (seq 0 if it did not). */
+static void ws_ticket_wait(ws_bp_ticket *t, ws_msgid *id)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&t->mu);
+    while (!t->done) {
+        if (pthread_cond_timedwait(&t->cv, &t->mu, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    *id = t->id;
+    pthread_mutex_unlock(&t->mu);
+    ws_ticket_release(t);
 }
 
 /* ---- Redis ------------------------------------------------------------------------ */
@@ -277,10 +406,30 @@ static void ws_backoff_sleep(ws_bp *bp, apr_interval_time_t *delay)
  * ["pmessage", pattern, PREFIX + channel key, opcode byte + payload]; the key valid
  * (ws_channel.h), the opcode text or binary, text UTF-8, the size within the ring's
  * limit.  Anything else is dropped and counted. */
+/* The value of a message with an id (ws_redis_publish_script): the opcode byte with
+ * 0x80 set, 'm' (message) or 'd' (delete), "EPOCH-SEQ", LF, the payload.  Older values
+ * (the opcode byte and the payload) carry no id.  Returns the payload's offset, or 0. */
+static size_t ws_redis_value_meta(const char *v, size_t len, ws_bp_meta *meta)
+{
+    const char *lf;
+    memset(meta, 0, sizeof(*meta));
+    if (len < 1 || !((unsigned char)v[0] & 0x80)) {
+        return len >= 1 ? 1 : 0;
+    }
+    if (len < 3 || (v[1] != 'm' && v[1] != 'd')
+        || !(lf = memchr(v + 2, '\n', len - 2))
+        || !ws_msgid_parse(v + 2, (size_t)(lf - v - 2), &meta->id)) {
+        return 0;
+    }
+    meta->ctl = v[1] == 'd' ? WS_BP_DELETE : WS_BP_MESSAGE;
+    return (size_t)(lf - v) + 1;
+}
+
 static void ws_redis_incoming(ws_bp *bp, redisReply *reply)
 {
-    size_t plen = strlen(bp->prefix);
+    size_t plen = strlen(bp->prefix), off = 0;
     redisReply *ch, *pl;
+    ws_bp_meta meta;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4
         || reply->element[0]->type != REDIS_REPLY_STRING
         || strcmp(reply->element[0]->str, "pmessage") != 0) {
@@ -291,9 +440,10 @@ static void ws_redis_incoming(ws_bp *bp, redisReply *reply)
     ws_count(&bp->shared->redis_in, 1);
     if (ch->type != REDIS_REPLY_STRING || pl->type != REDIS_REPLY_STRING
         || ch->len < plen || pl->len < 1
+        || !(off = ws_redis_value_meta(pl->str, pl->len, &meta))
         || !ws_channel_key_valid(ch->str + plen, ch->len - plen)
-        || !ws_channel_message_valid((unsigned char)pl->str[0],
-                                     (const unsigned char *)pl->str + 1, pl->len - 1,
+        || !ws_channel_message_valid((unsigned char)pl->str[0] & 0x7f,
+                                     (const unsigned char *)pl->str + off, pl->len - off,
                                      ws_ring_max_message(bp->ring))) {
         ws_count(&bp->shared->redis_dropped, 1);
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf, "WS00055: redis "
@@ -304,8 +454,8 @@ static void ws_redis_incoming(ws_bp *bp, redisReply *reply)
                      ch->type == REDIS_REPLY_STRING ? ch->str : "");
         return;
     }
-    bp->deliver(bp->baton, ch->str + plen, ch->len - plen, (unsigned char)pl->str[0],
-                (const unsigned char *)pl->str + 1, pl->len - 1);
+    bp->deliver(bp->baton, ch->str + plen, ch->len - plen, (unsigned char)pl->str[0] & 0x7f,
+                (const unsigned char *)pl->str + off, pl->len - off, &meta);
 }
 
 static void *APR_THREAD_FUNC ws_redis_subscriber(apr_thread_t *t, void *data)
@@ -345,12 +495,94 @@ static void *APR_THREAD_FUNC ws_redis_subscriber(apr_thread_t *t, void *data)
     return NULL;
 }
 
+/* INCR the server's counter (a new epoch when Redis lost it) and PUBLISH in one step,
+ * so that ids follow Redis's publish order over every server; keep the message in the
+ * channel's history stream (its id is the stream entry's: "E-S" is a valid stream id,
+ * increasing), or drop the stream when the channel ends; returns the id.
+ * KEYS: epoch, seq, channel, history stream; ARGV: a new epoch, the value's header,
+ * the payload, the history length (0: none). */
+static const char ws_redis_publish_script[] =
+    "local e = redis.call('GET', KEYS[1]) "
+    "if not e then e = ARGV[1] redis.call('SET', KEYS[1], e) "
+    "redis.call('SET', KEYS[2], 0) end "
+    "local id = e .. '-' .. string.format('%d', redis.call('INCR', KEYS[2])) "
+    "redis.call('PUBLISH', KEYS[3], ARGV[2] .. id .. '\\n' .. ARGV[3]) "
+    "if string.sub(ARGV[2], 2, 2) == 'd' then redis.call('DEL', KEYS[4]) "
+    "elseif tonumber(ARGV[4]) > 0 then redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', "
+    "ARGV[4], id, 'v', ARGV[2] .. ARGV[3]) end "
+    "return id";
+
+static redisReply *ws_redis_eval(ws_bp *bp, redisContext *c, const ws_bp_msg *m)
+{
+    char *key = malloc(strlen(bp->prefix) + m->channel_len);
+    char epoch[24], hdr[2] = { (char)(0x80 | m->opcode), m->ctl == WS_BP_DELETE ? 'd' : 'm' };
+    size_t plen = strlen(bp->prefix);
+    redisReply *reply;
+    if (!key) {
+        return NULL;
+    }
+    memcpy(key, bp->prefix, plen);
+    memcpy(key + plen, m->buf, m->channel_len);
+    snprintf(epoch, sizeof(epoch), "%" APR_UINT64_T_FMT, (apr_uint64_t)apr_time_as_msec(apr_time_now()));
+    reply = redisCommand(c, "EVAL %s 4 %s!epoch %s!seq %b %s!h:%b %s %b %b %ld",
+                         ws_redis_publish_script, bp->prefix, bp->prefix, key,
+                         plen + m->channel_len, bp->prefix, m->buf, m->channel_len, epoch,
+                         hdr, (size_t)2, m->buf + m->channel_len, m->len, bp->history);
+    free(key);
+    return reply;
+}
+
+/* Publish m through Redis (one reconnect and retry), else through the ring (this
+ * server only); tell a waiting publisher the id. */
+static void ws_redis_send(ws_bp *bp, redisContext **cp, ws_bp_msg *m)
+{
+    redisContext *c = *cp;
+    redisReply *reply = ws_redis_eval(bp, c, m);
+    ws_bp_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    meta.ctl = m->ctl;
+    if (!reply) {
+        /* The connection may have died while idle (a Redis restart): one fresh
+         * connection and one retry before falling back. */
+        ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher", c->errstr);
+        redisFree(c);
+        c = ws_redis_connect(bp, 0);
+        if (c) {
+            ws_redis_state(bp, &bp->redis_pub_up, 1, "publisher", NULL);
+            reply = ws_redis_eval(bp, c, m);
+        }
+    }
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        ws_msgid_parse(reply->str, reply->len, &meta.id);
+    }
+    else if (reply) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "WS00057: redis backplane: "
+                     "publish refused: %s", reply->type == REDIS_REPLY_ERROR ? reply->str
+                     : "unexpected reply");
+    }
+    if (!reply) {
+        /* Lost: this message goes to this server's children at least. */
+        ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher",
+                       c ? c->errstr : "connect failed");
+        if (c) {
+            redisFree(c);
+        }
+        c = NULL;
+        ws_ring_send(bp, m->buf, m->channel_len, m->opcode, m->buf + m->channel_len,
+                     m->len, &meta);
+    }
+    else {
+        freeReplyObject(reply);
+    }
+    ws_ticket_done(m->ticket, &meta.id);
+    *cp = c;
+}
+
 static void *APR_THREAD_FUNC ws_redis_publisher(apr_thread_t *t, void *data)
 {
     ws_bp *bp = data;
     apr_interval_time_t delay = apr_time_from_msec(100);
     redisContext *c = NULL;
-    size_t plen = strlen(bp->prefix);
 
     while (!bp->stop) {
         ws_bp_msg *m;
@@ -383,47 +615,7 @@ static void *APR_THREAD_FUNC ws_redis_publisher(apr_thread_t *t, void *data)
         if (!m) {
             continue;
         }
-        {
-            /* key = prefix + channel; value = opcode byte + payload */
-            char *key = malloc(plen + m->channel_len), *val = malloc(m->len + 1);
-            redisReply *reply = NULL;
-            if (key && val) {
-                memcpy(key, bp->prefix, plen);
-                memcpy(key + plen, m->buf, m->channel_len);
-                val[0] = (char)m->opcode;
-                memcpy(val + 1, m->buf + m->channel_len, m->len);
-                reply = redisCommand(c, "PUBLISH %b %b", key, plen + m->channel_len,
-                                     val, m->len + 1);
-                if (!reply) {
-                    /* The connection may have died while idle (a Redis restart):
-                     * one fresh connection and one retry before falling back. */
-                    ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher", c->errstr);
-                    redisFree(c);
-                    c = ws_redis_connect(bp, 0);
-                    if (c) {
-                        ws_redis_state(bp, &bp->redis_pub_up, 1, "publisher", NULL);
-                        reply = redisCommand(c, "PUBLISH %b %b", key,
-                                             plen + m->channel_len, val, m->len + 1);
-                    }
-                }
-            }
-            free(key);
-            free(val);
-            if (!reply) {
-                /* Lost: this message goes to this server's children at least. */
-                ws_redis_state(bp, &bp->redis_pub_up, 0, "publisher",
-                               c ? c->errstr : "connect failed");
-                if (c) {
-                    redisFree(c);
-                }
-                c = NULL;
-                ws_ring_send(bp, m->buf, m->channel_len, m->opcode,
-                             m->buf + m->channel_len, m->len);
-            }
-            else {
-                freeReplyObject(reply);
-            }
-        }
+        ws_redis_send(bp, &c, m);
         free(m);
     }
     if (c) {
@@ -480,13 +672,14 @@ ws_bp *ws_bp_create(apr_pool_t *pconf, const char *redis_url, const char **err)
     if (redis_url && (*err = ws_redis_url(bp, pconf, redis_url)) != NULL) {
         return NULL;
     }
-    if (apr_shm_create(&bp->shm, head + ws_ring_bytes(WS_BP_RING_SIZE), NULL, pconf)
-        != APR_SUCCESS) {
+    if (apr_shm_create(&bp->shm, head + ws_ring_bytes(WS_BP_RING_SIZE) + WS_BP_COUNTS_BYTES,
+                       NULL, pconf) != APR_SUCCESS) {
         *err = "WebSocketBackplane: cannot create the shared memory ring";
         return NULL;
     }
     bp->shared = apr_shm_baseaddr_get(bp->shm);
     memset(bp->shared, 0, sizeof(*bp->shared));
+    bp->shared->epoch = (uint64_t)apr_time_as_msec(apr_time_now());
     bp->ring = (ws_ring *)(void *)((char *)bp->shared + head);
     if (ws_ring_init(bp->ring, WS_BP_RING_SIZE, 1) != 0) {
         *err = "WebSocketBackplane: cannot initialize the shared memory ring";
@@ -543,7 +736,9 @@ static apr_status_t ws_bp_child_stop(void *data)
     }
     while (bp->qhead) {
         ws_bp_msg *m = bp->qhead;
+        ws_msgid none = { 0, 0 };
         bp->qhead = m->next;
+        ws_ticket_done(m->ticket, &none);
         free(m);
     }
     return APR_SUCCESS;
@@ -572,29 +767,43 @@ void ws_bp_child_init(ws_bp *bp, apr_pool_t *pchild, ws_bp_deliver_fn fn, void *
 }
 
 int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
-                  const void *data, size_t len)
+                  const void *data, size_t len, ws_bp_meta *meta)
 {
     ws_bp_msg *m;
-    if (channel_len + len > ws_ring_max_message(bp->ring)) {
+    ws_bp_ticket *t = NULL;
+    meta->id.epoch = meta->id.seq = 0;
+    if (channel_len + WS_BP_HDR + len > ws_ring_max_message(bp->ring)) {
         return -1;                /* one limit whichever way it travels */
     }
     if (!bp->redis_host || !bp->redis_pub_up || !bp->redis_sub_up) {
-        return ws_ring_send(bp, channel, channel_len, opcode, data, len);
+        return ws_ring_send(bp, channel, channel_len, opcode, data, len, meta);
     }
     m = malloc(sizeof(*m) + channel_len + len);
-    if (!m) {
+    if (meta->wait_id && m && (t = calloc(1, sizeof(*t))) != NULL) {
+        pthread_mutex_init(&t->mu, NULL);
+        pthread_cond_init(&t->cv, NULL);
+        t->refs = 2;
+    }
+    if (!m || (meta->wait_id && !t)) {
+        free(m);
         return -1;
     }
     m->next = NULL;
     m->channel_len = channel_len;
     m->len = len;
     m->opcode = opcode;
+    m->ctl = meta->ctl;
+    m->ticket = t;
     memcpy(m->buf, channel, channel_len);
     memcpy(m->buf + channel_len, data, len);
     pthread_mutex_lock(&bp->qmu);
     if (bp->qbytes + len > WS_BP_QUEUE_MAX) {
         pthread_mutex_unlock(&bp->qmu);
         free(m);
+        if (t) {
+            ws_ticket_release(t);
+            ws_ticket_release(t);
+        }
         return -1;
     }
     if (bp->qtail) {
@@ -607,5 +816,13 @@ int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode
     bp->qbytes += len;
     pthread_cond_signal(&bp->qcv);
     pthread_mutex_unlock(&bp->qmu);
+    if (t) {
+        ws_ticket_wait(t, &meta->id);
+    }
     return 0;
+}
+
+redisContext *ws_bp_redis_connect(ws_bp *bp)
+{
+    return bp->redis_host ? ws_redis_connect(bp, 0) : NULL;
 }

@@ -16,11 +16,26 @@
 #include "httpd.h"
 #include "apr_pools.h"
 
+#include "ws_history.h"
+
 typedef struct ws_bp ws_bp;
+
+/* What travels with a message besides channel and payload: its id (ws_history.h),
+ * assigned at publish (embedded: a counter in the shared memory, under the ring's lock;
+ * Redis: INCR in the same script that PUBLISHes), and whether it is a message or the
+ * end of the channel (DELETE on a publisher location, docs/channels.md). */
+enum { WS_BP_MESSAGE = 0, WS_BP_DELETE = 1 };
+typedef struct ws_bp_meta {
+    ws_msgid id;                  /* out of ws_bp_publish (seq 0: not known) */
+    int ctl;                      /* WS_BP_MESSAGE or WS_BP_DELETE */
+    int wait_id;                  /* in: Redis: wait (up to 5 s) until the id is known */
+    int local;                    /* delivered in this child only (WS_PUBLISH_LOCAL) */
+} ws_bp_meta;
 
 /* Called on a backplane thread for every message; data is valid during the call. */
 typedef void (*ws_bp_deliver_fn)(void *baton, const char *channel, size_t channel_len,
-                                 int opcode, const unsigned char *data, size_t len);
+                                 int opcode, const unsigned char *data, size_t len,
+                                 const ws_bp_meta *meta);
 
 #define WS_BP_RING_SIZE (8 * 1024 * 1024)   /* embedded ring; a message may use half */
 
@@ -39,6 +54,25 @@ void ws_bp_status(ws_bp *bp, request_rec *r, int short_form);
 /* Any thread: publish to every child (and every server with Redis).  Returns 0, or -1
  * if the message is too large for the ring or memory ran out. */
 int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
-                  const void *data, size_t len);
+                  const void *data, size_t len, ws_bp_meta *meta);
+
+/* Any thread: an id from this server's counter for a message that does not travel
+ * (WS_PUBLISH_LOCAL). */
+void ws_bp_local_id(ws_bp *bp, ws_msgid *id);
+/* The id of the last message that went through the ring (embedded: every child gets
+ * it); seq 0 with Redis (Redis keeps the counter). */
+void ws_bp_current(ws_bp *bp, ws_msgid *id);
+
+/* Config time: messages each channel's history keeps (the Redis stream's MAXLEN). */
+void ws_bp_set_history(ws_bp *bp, long n);
+/* A new connection to the backplane's Redis (NULL: none, or it failed) and the key
+ * prefix ("PREFIX:"), for reading channel histories (ws_redis_hist.c). */
+struct redisContext *ws_bp_redis_connect(ws_bp *bp);
+const char *ws_bp_redis_prefix(ws_bp *bp);
+
+/* Zeroed shared memory of WS_BP_COUNTS_BYTES for the subscriber counts of every child
+ * (ws_chanstore.c). */
+#define WS_BP_COUNTS_BYTES (64 * 1024)
+void *ws_bp_counts_mem(ws_bp *bp);
 
 #endif

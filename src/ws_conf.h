@@ -65,6 +65,7 @@ typedef struct ws_dir_conf {
     int check_host;                   /* same origin also needs a Host of this vhost */
     int check_host_set;
     const char *ns;                   /* WebSocketChannelNamespace of this section */
+    struct ws_push_conf *push;        /* channel publisher/subscriber (ws_push.h) */
 } ws_dir_conf;
 
 /* The directives (ws_config.c). */

@@ -17,11 +17,13 @@
 
 #include "ws_backplane.h"
 #include "ws_channel.h"
+#include "ws_chanstore.h"
 #include "ws_conf.h"
 #include "ws_h2.h"
 #include "ws_hostcheck.h"
 #include "ws_plugin.h"
 #include "ws_pubsub.h"
+#include "ws_push.h"
 #include "ws_status.h"
 
 APLOG_USE_MODULE(websocket);
@@ -82,6 +84,8 @@ void *ws_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     WS_MERGE(comp_takeover);
     WS_MERGE(check_host);
 #undef WS_MERGE
+    conf->ns = add->ns ? add->ns : base->ns;
+    conf->push = ws_push_conf_merge(p, base->push, add->push);
     return conf;
 }
 
@@ -381,6 +385,7 @@ const command_rec ws_cmds[] = {
                   "event-loop threads per child process that own the WebSocket sessions "
                   "on the event MPM (default 2)"),
     WS_H2_CMDS,
+    WS_PUSH_CMDS,
     { NULL }
 };
 
@@ -392,6 +397,7 @@ int ws_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
     ws_backplane_conf = NULL;
     ws_loops = WS_DEFAULT_LOOPS;
     ws_pubsub_set_backplane(NULL);
+    ws_push_pre_config();
     return OK;
 }
 
@@ -411,7 +417,9 @@ int ws_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         ws_pubsub_set_backplane(bp);
+        ws_chanstore_set_counts(ws_bp_counts_mem(bp), WS_BP_COUNTS_BYTES);
     }
+    ws_push_post_config();
     ws_status_create(pconf, !ws_pubsub_backplane() ? "off" : ws_backplane_conf ? "redis" : "embedded");
     return OK;
 }

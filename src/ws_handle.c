@@ -34,15 +34,31 @@ apr_size_t ws_heap_churn_take(void)
 
 ws_payload *ws_payload_create(int opcode, const void *data, size_t len)
 {
-    ws_payload *p = malloc(sizeof(*p) + len);
+    static const ws_msgid none = { 0, 0 };
+    return ws_payload_create_keyed(opcode, data, len, NULL, 0, &none);
+}
+
+ws_payload *ws_payload_create_keyed(int opcode, const void *data, size_t len,
+                                    const char *key, size_t klen, const ws_msgid *id)
+{
+    ws_payload *p = malloc(sizeof(*p) + len + klen + (key ? 1 : 0));
     ws_heap_churn_add(len);
     if (p) {
         p->refs = 1;
         p->flags = 0;
         p->opcode = opcode;
         p->len = len;
+        p->id = *id;
+        p->key = NULL;
+        p->klen = klen;
+        p->fmt[0] = p->fmt[1] = p->fmt[2] = NULL;
         if (len) {
             memcpy(p->data, data, len);
+        }
+        if (key) {
+            memcpy(p->data + len, key, klen);
+            p->data[len + klen] = '\0';
+            p->key = (const char *)p->data + len;
         }
     }
     return p;
@@ -51,6 +67,9 @@ ws_payload *ws_payload_create(int opcode, const void *data, size_t len)
 void ws_payload_release(ws_payload *p)
 {
     if (p && apr_atomic_dec32(&p->refs) == 0) {
+        free(p->fmt[0]);
+        free(p->fmt[1]);
+        free(p->fmt[2]);
         free(p);
     }
 }

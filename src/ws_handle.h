@@ -16,6 +16,7 @@
 
 #include "apr.h"
 #include "mod_websocket.h"
+#include "ws_history.h"
 
 /* A message body, shared by every queue it sits in (a published message fans out to
  * many subscribers with one copy). */
@@ -24,6 +25,11 @@ typedef struct ws_payload {
     int opcode;
     int flags;                    /* WS_SEND_* */
     size_t len;
+    ws_msgid id;                  /* a channel message's id (seq 0: none) */
+    const char *key;              /* its channel key (after data[]), or NULL */
+    size_t klen;
+    void *fmt[3];                 /* its framings for channel subscribers, made once
+                                   * by the first that needs one (ws_push_out.c) */
     unsigned char data[];
 } ws_payload;
 
@@ -50,6 +56,8 @@ struct ws_handle {
     int overflow;                 /* a send did not fit: fail with 1008 */
     int close_code;               /* a close was asked for (handle_close, shutdown) */
     int close_pending;            /* ... and the owner has not acted on it yet */
+    int push_kind;                /* a channel subscriber session (ws_push.h): set
+                                   * before its first subscription, then read-only */
     char close_reason[124];
     struct ws_handle *reg_prev, *reg_next;  /* the per-child registry */
     struct ws_handle *ready_next; /* the waker's own list (event loop) ... */
@@ -66,6 +74,9 @@ typedef struct ws_handle_work {
 
 /* ---- any thread ---- */
 ws_payload *ws_payload_create(int opcode, const void *data, size_t len);
+/* A channel message: the payload with its channel key and id. */
+ws_payload *ws_payload_create_keyed(int opcode, const void *data, size_t len,
+                                    const char *key, size_t klen, const ws_msgid *id);
 void ws_payload_release(ws_payload *p);
 void ws_qmsg_free_list(ws_qmsg *m);
 void ws_handle_retain(ws_handle *h);

@@ -158,7 +158,7 @@ static int ws_handshake_status(request_rec *r, const ws_dir_conf *conf)
 
 /* After the 101 the connection is a bidirectional byte stream: set it up as
  * ap_proxy_tunnel_create does. */
-static void ws_prepare_connection(request_rec *r)
+void ws_prepare_connection(request_rec *r)
 {
     conn_rec *c = r->connection;
     ap_remove_output_filter_byhandle(c->output_filters, "SSL/TLS Coalescing Filter");
@@ -272,7 +272,7 @@ static void ws_switch(request_rec *r, ws_conn *s, const ws_dir_conf *conf)
 
 /* Event loops where this child has them, for an HTTP/1.1 connection (an HTTP/2
  * stream's c->cs is its primary connection's), unless the location wants a thread. */
-static int ws_wants_loop(request_rec *r, const ws_dir_conf *conf)
+int ws_wants_loop(request_rec *r, const ws_dir_conf *conf)
 {
     conn_rec *c = r->connection;
     return ws_loop_available() && !c->master && c->cs

@@ -200,7 +200,7 @@ static void ws_loop_interest(ws_lconn *lc, uint32_t events)
     ev.data.ptr = lc;
     if (epoll_ctl(lc->loop->epfd, lc->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, lc->fd,
                   &ev) != 0) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, errno, lc->s->c, "WS00060: epoll_ctl failed");
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, errno, lc->s->c, "WS00042: epoll_ctl failed");
         lc->s->c->aborted = 1;
         lc->s->state = WS_ST_DONE;
         ws_loop_again(lc);

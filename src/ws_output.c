@@ -69,6 +69,13 @@ static void ws_out_frame_rsv(ws_conn *s, unsigned rsv, unsigned opcode, const vo
     s->bytes_out += hlen + len;
 }
 
+void ws_out_raw(ws_conn *s, const void *data, size_t len)
+{
+    ws_out_bytes(s, data, len);
+    s->out_buffered += (apr_off_t)len;
+    s->bytes_out += len;
+}
+
 void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t len)
 {
     ws_out_frame_rsv(s, 0, opcode, data, len);

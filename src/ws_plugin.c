@@ -117,6 +117,9 @@ const char *ws_plugin_init_all(apr_pool_t *pconf)
         ws_dir_conf *conf = APR_ARRAY_IDX(ws_sections, i, ws_dir_conf *);
         ws_instance *inst = conf->inst_set ? conf->inst : NULL;
         char err[256] = "";
+        if (!inst && conf->push) {
+            continue;       /* a channel publisher: WebSocketChannelNamespace alone */
+        }
         if (!inst) {
             return "WebSocketPluginConfig or WebSocketChannelNamespace is used in a section "
                    "without a WebSocketHandler";

@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apr_time.h"
+
 #include "mod_websocket.h"
 #include "ws_channel.h"
+#include "ws_chanstore.h"
 #include "ws_proto.h"
 #include "ws_pubsub.h"
 
@@ -106,6 +109,7 @@ int ws_pubsub_subscribe(ws_sub **subs, ws_handle *h, const char *channel, size_t
     pthread_rwlock_unlock(&ws_chan_lock);
     sub->conn_next = *subs;
     *subs = sub;
+    ws_chanstore_subs_add(channel, len, 1);
     return WS_SUCCESS;
 }
 
@@ -113,6 +117,7 @@ int ws_pubsub_subscribe(ws_sub **subs, ws_handle *h, const char *channel, size_t
 static void ws_sub_unlink_locked(ws_sub *sub)
 {
     ws_channel *ch = sub->ch;
+    ws_chanstore_subs_add(ch->name, ch->len, -1);
     if (sub->prev) {
         sub->prev->next = sub->next;
     }
@@ -165,17 +170,50 @@ void ws_pubsub_unsubscribe_all(ws_sub **subs)
     }
 }
 
+size_t ws_pubsub_count(const char *key, size_t klen)
+{
+    ws_channel *ch;
+    size_t n = 0;
+    long all = ws_chanstore_subs(key, klen);
+    if (all >= 0) {
+        return (size_t)all;         /* every child's */
+    }
+    pthread_rwlock_rdlock(&ws_chan_lock);
+    ch = *ws_chan_slot(key, klen);
+    for (ws_sub *sub = ch ? ch->subs : NULL; sub; sub = sub->next) {
+        n++;
+    }
+    pthread_rwlock_unlock(&ws_chan_lock);
+    return n;
+}
+
 void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int opcode,
-                       const unsigned char *data, size_t len)
+                       const unsigned char *data, size_t len, const ws_bp_meta *meta)
 {
     ws_channel *ch;
     ws_payload *p = NULL;
     (void)baton;
+    if (!meta->local) {
+        ws_chanstore_seen(&meta->id);   /* this child has caught up to here */
+    }
+    if (meta->ctl == WS_BP_DELETE) {
+        ws_chanstore_delete(channel, channel_len);
+    }
+    else if ((p = ws_payload_create_keyed(opcode, data, len, channel, channel_len,
+                                          &meta->id)) != NULL) {
+        /* Stored before it is queued: a new subscriber that misses the queue finds it
+         * in the history (ws_push.c). */
+        ws_chanstore_add(p);
+    }
     pthread_rwlock_rdlock(&ws_chan_lock);
     ch = *ws_chan_slot(channel, channel_len);
-    if (ch && (p = ws_payload_create(opcode, data, len)) != NULL) {
-        ws_sub *sub;
-        for (sub = ch->subs; sub; sub = sub->next) {
+    for (ws_sub *sub = ch ? ch->subs : NULL; sub; sub = sub->next) {
+        if (meta->ctl == WS_BP_DELETE) {
+            if (sub->h->push_kind) {
+                ws_handle_request_close(sub->h, WS_CLOSE_NORMAL, "channel deleted");
+            }
+        }
+        else if (p) {
             /* A full queue closes that subscriber with 1008; the others go on. */
             ws_handle_enqueue(sub->h, p);
         }
@@ -184,8 +222,25 @@ void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int
     ws_payload_release(p);
 }
 
-int ws_pubsub_publish(const char *key, size_t klen, int type, const void *data,
-                      size_t len, int flags)
+/* A message that does not travel: an id from the server's counter, or this child's. */
+static void ws_pubsub_local_id(ws_msgid *id)
+{
+    static apr_uint64_t epoch, seq;
+    if (ws_backplane) {
+        ws_bp_local_id(ws_backplane, id);
+        return;
+    }
+    if (!__atomic_load_n(&epoch, __ATOMIC_ACQUIRE)) {
+        apr_uint64_t zero = 0, now = (apr_uint64_t)apr_time_as_msec(apr_time_now());
+        __atomic_compare_exchange_n(&epoch, &zero, now, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE);
+    }
+    id->epoch = __atomic_load_n(&epoch, __ATOMIC_ACQUIRE);
+    id->seq = __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED);
+}
+
+int ws_pubsub_publish_meta(const char *key, size_t klen, int type, const void *data,
+                           size_t len, int flags, ws_bp_meta *meta)
 {
     int opcode = type == WS_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
     if (!klen || !ws_valid_send_args(type, data, len)) {
@@ -195,9 +250,19 @@ int ws_pubsub_publish(const char *key, size_t klen, int type, const void *data,
         return WS_ETOOBIG;          /* the backplane ring takes no more */
     }
     if ((flags & WS_PUBLISH_LOCAL) || !ws_backplane) {
-        ws_pubsub_deliver(NULL, key, klen, opcode, data, len);
+        ws_pubsub_local_id(&meta->id);
+        meta->local = 1;
+        ws_pubsub_deliver(NULL, key, klen, opcode, data, len, meta);
         return WS_SUCCESS;
     }
-    return ws_bp_publish(ws_backplane, key, klen, opcode, data, len) == 0
+    return ws_bp_publish(ws_backplane, key, klen, opcode, data, len, meta) == 0
            ? WS_SUCCESS : WS_ENOMEM;
+}
+
+int ws_pubsub_publish(const char *key, size_t klen, int type, const void *data,
+                      size_t len, int flags)
+{
+    ws_bp_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    return ws_pubsub_publish_meta(key, klen, type, data, len, flags, &meta);
 }

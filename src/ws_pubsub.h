@@ -28,10 +28,19 @@ void ws_pubsub_unsubscribe_all(ws_sub **subs);
  * with WS_PUBLISH_LOCAL).  WS_* status. */
 int ws_pubsub_publish(const char *key, size_t klen, int type, const void *data,
                       size_t len, int flags);
+/* The same with what travels with it: meta->ctl (a message, or the end of the channel)
+ * in, meta->id out (seq 0 if not known; meta->wait_id waits for Redis's). */
+int ws_pubsub_publish_meta(const char *key, size_t klen, int type, const void *data,
+                           size_t len, int flags, ws_bp_meta *meta);
 
-/* The backplane's delivery callback: queue a published message to this child's
- * subscribers (backplane threads, or the publisher for WS_PUBLISH_LOCAL). */
+/* The backplane's delivery callback: store a published message in the channel's history
+ * (ws_chanstore.h) and queue it to this child's subscribers; the end of a channel drops
+ * its history and closes its channel subscribers (backplane threads, or the publisher
+ * for WS_PUBLISH_LOCAL). */
 void ws_pubsub_deliver(void *baton, const char *channel, size_t channel_len, int opcode,
-                       const unsigned char *data, size_t len);
+                       const unsigned char *data, size_t len, const ws_bp_meta *meta);
+
+/* Subscribers of key in every child (this child's if not counted) (any thread). */
+size_t ws_pubsub_count(const char *key, size_t klen);
 
 #endif

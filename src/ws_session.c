@@ -179,6 +179,9 @@ static void ws_consume(ws_conn *s, uint8_t *p, size_t n)
     s->prev_input = s->last_input;
     s->last_input = apr_time_now();
     s->ping_sent = 0;
+    if (s->kind >= WS_KIND_SSE) {
+        return;         /* an HTTP subscriber: what the client sends next is ignored */
+    }
     while (n > 0 && s->state != WS_ST_DONE) {
         ws_event ev;
         size_t used = 0;
@@ -257,15 +260,26 @@ static void ws_drain_handle(ws_conn *s)
     ws_handle_take(s->h, &w);
     for (m = w.list; m; m = m->next) {
         if (s->state == WS_ST_OPEN) {
-            ws_out_message(s, (unsigned)m->p->opcode, m->p->data, m->p->len, m->p->flags);
+            if (s->kind) {
+                ws_push_message(s, m->p);   /* a channel subscriber's framing */
+            }
+            else {
+                ws_out_message(s, (unsigned)m->p->opcode, m->p->data, m->p->len,
+                               m->p->flags);
+            }
             s->msgs_out++;
-            if (!s->async && s->out_buffered >= WS_FLUSH_AT && ws_flush(s) != APR_SUCCESS) {
+            /* (An HTTP subscriber's blocking driver writes through the request.) */
+            if (!s->async && s->kind < WS_KIND_SSE && s->out_buffered >= WS_FLUSH_AT
+                && ws_flush(s) != APR_SUCCESS) {
                 s->state = WS_ST_DONE;
             }
         }
     }
     ws_qmsg_free_list(w.list);
-    if (s->state == WS_ST_OPEN) {
+    if (s->state == WS_ST_OPEN && s->kind >= WS_KIND_SSE && (w.overflow || w.close_code)) {
+        ws_push_end(s, w.overflow ? WS_CLOSE_POLICY : w.close_code, w.close_reason);
+    }
+    else if (s->state == WS_ST_OPEN) {
         if (w.overflow) {
             ws_fail(s, WS_CLOSE_POLICY, "send queue overflow");
         }
@@ -282,6 +296,9 @@ static apr_time_t ws_timers(ws_conn *s, apr_time_t now)
     apr_interval_time_t interval = s->conf->ping_interval;
     apr_time_t next = 0;
 
+    if (s->kind >= WS_KIND_SSE) {
+        return ws_push_timers(s, now);      /* keep-alive comments, the poll's end */
+    }
     if (s->state == WS_ST_CLOSING) {
         if (now >= s->close_deadline) {
             s->state = WS_ST_DONE;      /* the peer never answered our close */

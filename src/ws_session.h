@@ -19,6 +19,7 @@
 #include "ws_handle.h"
 #include "ws_proto.h"
 #include "ws_pubsub.h"
+#include "ws_push.h"
 
 #define WS_FLUSH_AT 65536                     /* flush in-callback sends past this */
 #define WS_CLOSE_WAIT apr_time_from_sec(5)    /* wait for the peer's close reply */
@@ -62,6 +63,9 @@ struct ws_conn {
     const char *slow_cb;          /* the callback that took longest, for the log */
     apr_interval_time_t slow_time;
     apr_uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+    int kind;                     /* WS_KIND_*: a plugin's session, or a channel
+                                   * subscriber's (ws_push.h) */
+    ws_push_sess *push;           /* the subscriber's state, or NULL */
 };
 
 /* ---- ws_session.c (owner thread) ---- */
@@ -88,6 +92,8 @@ void ws_session_timed(ws_conn *s, const char *cb, apr_time_t started);
 /* ---- ws_output.c (owner thread) ---- */
 
 void ws_out_frame(ws_conn *s, unsigned opcode, const void *data, size_t len);
+/* Bytes as they are (an HTTP subscriber's stream: ws_push_out.c). */
+void ws_out_raw(ws_conn *s, const void *data, size_t len);
 void ws_out_message(ws_conn *s, unsigned opcode, const void *data, size_t len, int flags);
 /* Blocking write of everything buffered (blocking driver, on_open's output). */
 apr_status_t ws_flush(ws_conn *s);

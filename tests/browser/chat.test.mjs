@@ -88,7 +88,7 @@ async function main() {
     alice = await open(context, errors, 'alice');
     bob = await open(context, errors, 'bob');
     const nav = await alice.$$eval('#nav a', (as) => as.map((a) => `${a.getAttribute('href')}${a.classList.contains('active') ? '*' : ''}`));
-    if (nav.join(' ') !== 'index.html chat.html* ticker.html') throw new StepFailure(`nav is ${nav.join(' ')}`);
+    if (nav.join(' ') !== 'index.html chat.html* ticker.html news.html') throw new StepFailure(`nav is ${nav.join(' ')}`);
     ok(`two pages loaded (${pageUrl}), nav ${nav.join(' ')}`);
 
     step = 'alice joins';

@@ -3,7 +3,8 @@
 //
 //   node tests/browser/ticker.test.mjs URL [SCREENSHOT.png]
 //
-// URL is the page, e.g. http://127.0.0.1:8080/ticker.html.  Drives Debian's Chromium
+// URL is the page, e.g. http://127.0.0.1:8080/ticker.html (?transport=eventsource: the
+// board from the ticker's channel at /sub/ticker, over that transport).  Drives Debian's Chromium
 // (/usr/bin/chromium, or $CHROMIUM) through playwright-core and waits on what the page
 // shows (no sleeps): the board connects by itself, fills with the server's symbols and
 // updates; prices are coloured green (up) and red (down).  Exits 0 when every step
@@ -56,13 +57,19 @@ async function main() {
     const resp = await page.goto(pageUrl, { waitUntil: 'load', timeout: STEP_TIMEOUT });
     if (!resp || !resp.ok()) throw new StepFailure(`GET ${pageUrl} -> ${resp ? resp.status() : 'no response'}`);
     const u = new URL(pageUrl);
-    const want = `${u.protocol === 'https:' ? 'wss' : 'ws'}://${u.host}/ticker`;
+    const via = u.searchParams.get('transport');     // the ticker's channel, by channel.js
+    const want = via ? `${u.protocol}//${u.host}/sub/ticker` : `${u.protocol === 'https:' ? 'wss' : 'ws'}://${u.host}/ticker`;
     const loc = await page.inputValue('#location');
     if (loc !== want) throw new StepFailure(`#location is ${loc}, expected ${want}`);
     ok(`page loaded (${pageUrl}), location ${loc}`);
 
     step = 'snapshot';
     await waitUpdates(page, 1);
+    const path = await page.textContent('#via');
+    const name = { websocket: 'WebSocket', eventsource: 'EventSource', longpoll: 'long-poll' }[via];
+    if (via ? path !== `channel /sub/ticker over ${name}` : path !== "the ticker plugin's WebSocket") {
+      throw new StepFailure(`#via shows "${path}"`);
+    }
     const first = await board(page);
     if (first.length !== 8) throw new StepFailure(`expected the 8 default symbols, got ${first.map((r) => r.symbol)}`);
     ok(`snapshot: ${first.map((r) => `${r.symbol} ${r.price}`).join(', ')}`);
@@ -93,6 +100,20 @@ async function main() {
     const flashes = rows.filter((r) => /flash-(up|down)/.test(r.priceCls)).length;
     if (!flashes) throw new StepFailure('no price flashed on a change');
     ok(`colours: ${up} up (green), ${down} down (red); ${flashes} prices flashed`);
+
+    step = 'currency board';
+    const fx = await page.$$eval('#fx-rows tr', (trs) => trs.map((tr) => ({ id: tr.id,
+      pair: tr.querySelector('.pair').textContent, bid: tr.querySelector('.bid').textContent,
+      ask: tr.querySelector('.ask').textContent, spread: tr.querySelector('.spread').textContent })));
+    const pairs = fx.map((r) => r.pair).join(' ');
+    if (pairs !== 'EUR/USD GBP/USD USD/JPY BTC/USD') throw new StepFailure(`currency board pairs: ${pairs}`);
+    for (const r of fx) {
+      const sym = r.pair.replace('/', '');
+      if (r.id !== `fx-${sym}` || !(Number(r.bid) < Number(r.ask))) throw new StepFailure(`${r.pair}: ${JSON.stringify(r)}`);
+      const pips = /JPY|EUR|GBP/.test(r.pair);
+      if (pips ? !/^\d+\.\d pips$/.test(r.spread) : !/^\d+\.\d+$/.test(r.spread)) throw new StepFailure(`${r.pair}: spread "${r.spread}"`);
+    }
+    ok(`currency board: ${fx.map((r) => `${r.pair} ${r.bid}/${r.ask} (${r.spread})`).join(', ')}`);
 
     step = 'delay';
     const delay = await page.textContent('#delay');

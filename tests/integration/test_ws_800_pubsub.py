@@ -297,8 +297,10 @@ def check_quote_message(raw, msg, now_us, symbols, interval_ms):
     assert 0 <= ts // 1000 // interval_ms - msg["tick"] <= 2, (ts, msg["tick"])
     assert [q["symbol"] for q in msg["quotes"]] == symbols, raw
     for q in msg["quotes"]:
-        assert set(q) == {"symbol", "price", "change", "pct", "decimals"}, q
+        assert set(q) == {"symbol", "price", "change", "pct", "decimals", "bid", "ask"}, q
         assert q["price"] > 0 and isinstance(q["decimals"], int), q
+        assert 0 < q["bid"] < q["price"] < q["ask"], q       # half a spread either side
+        assert abs((q["price"] - q["bid"]) - (q["ask"] - q["price"])) <= 1.5 * 10 ** -q["decimals"], q
         open_ = q["price"] - q["change"]
         assert abs(q["pct"] - q["change"] / open_ * 100) < 0.02, q
 
