@@ -99,10 +99,11 @@ $(BUILD)/test_ring: src/ws_ring.c src/ws_ring.h tests/unit/test_ring.c | $(BUILD
 	    -D_GNU_SOURCE -DWS_RING_TEST -Isrc src/ws_ring.c tests/unit/test_ring.c -lpthread -o $@
 
 # The handle queue and the channel table, without httpd (backplane and status stubbed).
-$(BUILD)/test_handle: src/ws_handle.c src/ws_pubsub.c src/ws_handle.h src/ws_pubsub.h $(CORE_SRC) tests/unit/test_handle.c | $(BUILD)
+$(BUILD)/test_handle: src/ws_handle.c src/ws_pubsub.c src/ws_chanstore.c src/ws_handle.h src/ws_pubsub.h src/ws_chanstore.h $(CORE_SRC) tests/unit/test_handle.c | $(BUILD)
 	$(CC) -std=c99 -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -D_GNU_SOURCE $(HTTPD_DEF) -Iinclude -Isrc $(addprefix -I,$(sort $(HTTPD_INC))) \
-	    src/ws_handle.c src/ws_pubsub.c $(CORE_SRC) tests/unit/test_handle.c -lapr-1 -lz -lpthread -o $@
+	    src/ws_handle.c src/ws_pubsub.c src/ws_chanstore.c $(CORE_SRC) tests/unit/test_handle.c \
+	    -lapr-1 -lz -lpthread -o $@
 
 unit: $(BUILD)/test_proto $(BUILD)/test_deflate $(BUILD)/test_accept $(BUILD)/test_ring \
       $(BUILD)/test_timer $(BUILD)/test_handle $(BUILD)/test_history

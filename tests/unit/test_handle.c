@@ -1,10 +1,12 @@
 /* Unit tests of the handle queue (src/ws_handle.c) and the channel table
- * (src/ws_pubsub.c), without httpd: the backplane and the status counters are stubbed. */
+ * (src/ws_pubsub.c, with its history store src/ws_chanstore.c), without httpd: the
+ * backplane and the status counters are stubbed. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "apr_general.h"
+#include "ws_chanstore.h"
 #include "ws_handle.h"
 #include "ws_proto.h"
 #include "ws_pubsub.h"
@@ -22,11 +24,19 @@ static int drops, bp_publishes, wakes;
 /* stubs of the httpd-side services */
 void ws_status_queue_drop(void) { drops++; }
 int ws_bp_publish(ws_bp *bp, const char *channel, size_t channel_len, int opcode,
-                  const void *data, size_t len)
+                  const void *data, size_t len, ws_bp_meta *meta)
 {
     (void)bp; (void)channel; (void)channel_len; (void)opcode; (void)data; (void)len;
+    (void)meta;
     bp_publishes++;
     return 0;
+}
+static uint64_t next_seq = 1;
+void ws_bp_local_id(ws_bp *bp, ws_msgid *id)
+{
+    (void)bp;
+    id->epoch = 1;
+    id->seq = next_seq++;
 }
 
 static void count_wake(ws_handle *h, void *baton)
@@ -187,11 +197,18 @@ static void test_threads(void)
 
 int main(void)
 {
+    apr_pool_t *pool;
+    ws_chanstore_limits limits = { 10, 0, 1 << 20, 100 };
+    ws_msgid now = { 1, 0 };
     apr_initialize();
+    apr_pool_create(&pool, NULL);
+    ws_chanstore_configure(&limits);
+    ws_chanstore_child_init(pool, &now);
     test_queue();
     test_close_and_detach();
     test_channels();
     test_threads();
+    apr_pool_destroy(pool);
     apr_terminate();
     if (failures) {
         fprintf(stderr, "test_handle: %d failure(s)\n", failures);
