@@ -44,6 +44,9 @@ static void ws_out_bytes(ws_conn *s, const void *data, size_t len)
         }
     }
     cap = len > WS_OUT_BUF / 2 ? len : WS_OUT_BUF;
+    if (cap > WS_OUT_BUF) {
+        ws_heap_churn_add(cap);     /* large buffers: worth a trim after a while */
+    }
     buf = malloc(cap);
     if (!buf) {
         s->c->aborted = 1;      /* out of memory: drop the connection */
