@@ -52,12 +52,16 @@ NCPU = os.cpu_count() or 1
 SERVER_CPU = "0"
 CLIENT_CPU = "1" if NCPU > 1 else "0"
 
-# Event MPM at scale (README "Tuning for 10,000 connections").
-ASYNC_MPM = {"StartServers": 2, "ServerLimit": 2, "ThreadsPerChild": 16, "ThreadLimit": 16,
-             "MaxRequestWorkers": 32, "MinSpareThreads": 16, "MaxSpareThreads": 32,
-             "AsyncRequestWorkerFactor": int(os.environ.get("BENCH_ARWF", "400")),
+# Event MPM sized for the one core the servers get here: one child with one event loop
+# (as libwebsockets has one service thread).  With the defaults (2 children x 2 loops)
+# four busy loop threads take turns on the one core and the 32 B p99 is ~12 ms of
+# scheduler time slices (docs/BENCHMARKS.md).  AsyncRequestWorkerFactor lets the one
+# child hold 10,000 sessions (16 + 16 x 1000).
+ASYNC_MPM = {"StartServers": 1, "ServerLimit": 1, "ThreadsPerChild": 16, "ThreadLimit": 16,
+             "MaxRequestWorkers": 16, "MinSpareThreads": 1, "MaxSpareThreads": 16,
+             "AsyncRequestWorkerFactor": int(os.environ.get("BENCH_ARWF", "1000")),
              "MaxConnectionsPerChild": 0}
-ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "MaxMemFree 1\n")
+ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "MaxMemFree 1\nWebSocketLoopThreads 1\n")
 # A thread per connection (blocking driver, mod_lua): 8 x 150 = 1,200 threads.
 BLOCKING_MPM = {"StartServers": 8, "ServerLimit": 8, "ThreadsPerChild": 150,
                 "ThreadLimit": 150, "MaxRequestWorkers": 1200, "MinSpareThreads": 25,
@@ -579,7 +583,8 @@ def write_report(results, out, targets):
       "so the binary workloads use a second handler (`/echo-bin`) that frames binary "
       "replies itself (`r:wswrite(frame, true)`).")
     w("- Servers: mod_websocket with the `echo` plugin on the event MPM "
-      "(async: ServerLimit 2, ThreadsPerChild 25, AsyncRequestWorkerFactor 400, MaxMemFree 1;"
+      "(async: one child of 16 threads with one event loop, `WebSocketLoopThreads 1`, "
+      "AsyncRequestWorkerFactor 1000, MaxMemFree 1;"
       " blocking: `WebSocketDriver blocking`, 8 x 150 threads), LogLevel warn, access log on. "
       "Node `ws` (`bench/peers/node_echo.js`), Python `websockets` on asyncio "
       "(`bench/peers/py_echo.py`), libwebsockets (`bench/lwsecho.c`, one service thread), "
