@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential apache2 apache2-dev libssl-dev libwebsockets-dev pkg-config
     node-ws python3-websockets linux-perf valgrind util-linux procps python3-matplotlib
+    nginx libnginx-mod-nchan
 )
 
 have_cmd_for() {
@@ -36,9 +37,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q </dev/null
+    # nginx (the nchan peer, bench/sse.py) must not start as a service on port 80: the
+    # benchmarks start their own, on loopback.  policy-rc.d 101 tells the package so.
+    policy=""
+    if printf '%s\n' "${missing[@]}" | grep -qx nginx && [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+    fi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}" </dev/null
+    if [ -n "$policy" ]; then
+        $SUDO rm -f "$policy"
+    fi
     if printf '%s\n' "${missing[@]}" | grep -qx apache2; then
         (service apache2 stop || true) >/dev/null 2>&1 </dev/null
     fi

@@ -47,6 +47,7 @@ from httpd import start_httpd  # noqa: E402
 import charts  # noqa: E402  (bench/, the script's own directory)
 import pages  # noqa: E402
 import targets as issue_targets  # noqa: E402
+from sections import splice_section  # noqa: E402
 
 NCPU = os.cpu_count() or 1
 SERVER_CPU = "0"
@@ -750,8 +751,7 @@ def write_report(results, out, targets):
     w("")
     w(f"Total run time: {results['elapsed_s'] / 60:.1f} min.")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("\n".join(L) + "\n")
+    splice_section(out, L, replace=False)
 
 
 # ---- hold10k ------------------------------------------------------------------------------

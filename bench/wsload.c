@@ -53,6 +53,9 @@
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 
+#include "loadutil.h"
+#include "srvstat.h"
+
 /* ---- options and global state ------------------------------------------------------ */
 
 enum { M_ECHO, M_CONNECT, M_IDLE, M_BROADCAST };
@@ -98,20 +101,6 @@ static uint8_t *g_pattern;          /* expected payload bytes */
 static size_t g_pattern_len;
 #define PATTERN_SLACK 4093
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static int ld(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static void st(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static uint64_t ld64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -126,13 +115,6 @@ static void die(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(2);
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
 }
 
 /* SIGINT/SIGTERM in the measured phase of echo, connect and broadcast: end it early and
@@ -151,72 +133,6 @@ static void sleep_run(double s)
     uint64_t end = now_ns() + (uint64_t)(s * 1e9);
     while (!g_stop_req && now_ns() < end)
         sleep_s(0.02);
-}
-
-/* ---- latency histogram: 64 linear buckets per power of two (< 1.6% error) ----------- */
-
-#define H_SUB 64
-#define H_BUCKETS (H_SUB * 42)
-
-typedef struct hist {
-    uint64_t n, max, sum;
-    uint64_t b[H_BUCKETS];
-} hist;
-
-static unsigned h_index(uint64_t v)
-{
-    if (v < H_SUB)
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);     /* >= 6 */
-    unsigned shift = msb - 6u;
-    unsigned idx = (shift + 1u) * H_SUB + (unsigned)((v >> shift) & (H_SUB - 1));
-    return idx < H_BUCKETS ? idx : H_BUCKETS - 1;
-}
-
-static uint64_t h_value(unsigned idx)   /* upper-ish representative of a bucket */
-{
-    if (idx < H_SUB)
-        return idx;
-    unsigned shift = idx / H_SUB - 1u;
-    uint64_t base = ((uint64_t)H_SUB + (idx % H_SUB)) << shift;
-    return base + ((1ull << shift) >> 1);
-}
-
-static void h_add(hist *h, uint64_t v)
-{
-    h->b[h_index(v)]++;
-    h->n++;
-    h->sum += v;
-    if (v > h->max)
-        h->max = v;
-}
-
-static void h_merge(hist *d, const hist *s)
-{
-    for (unsigned i = 0; i < H_BUCKETS; i++)
-        d->b[i] += s->b[i];
-    d->n += s->n;
-    d->sum += s->sum;
-    if (s->max > d->max)
-        d->max = s->max;
-}
-
-static uint64_t h_pct(const hist *h, double pct)
-{
-    if (h->n == 0)
-        return 0;
-    uint64_t want = (uint64_t)((double)h->n * pct / 100.0 + 0.5);
-    if (want < 1)
-        want = 1;
-    uint64_t acc = 0;
-    for (unsigned i = 0; i < H_BUCKETS; i++) {
-        acc += h->b[i];
-        if (acc >= want) {
-            uint64_t v = h_value(i);
-            return v > h->max ? h->max : v;
-        }
-    }
-    return h->max;
 }
 
 /* ---- connections ------------------------------------------------------------------- */
@@ -1323,13 +1239,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* ---- server process tree: RSS, processes, threads ------------------------------------ */
-
-typedef struct srvstat {
-    long rss_kb;
-    int procs, threads;
-    int ok;
-} srvstat;
+/* ---- server process tree: RSS, processes, threads (srvstat.h) --------------------- */
 
 static int server_pid(void)
 {
@@ -1349,67 +1259,7 @@ static int server_pid(void)
 
 static srvstat server_stat(void)
 {
-    srvstat r = {0, 0, 0, 0};
-    int root = server_pid();
-    if (root <= 0)
-        return r;
-    enum { MAXP = 65536 };
-    static int pids[MAXP], ppids[MAXP];
-    static char intree[MAXP];
-    int np = 0;
-    DIR *d = opendir("/proc");
-    if (!d)
-        return r;
-    struct dirent *de;
-    while ((de = readdir(d)) && np < MAXP) {
-        if (!isdigit((unsigned char)de->d_name[0]))
-            continue;
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = 0;
-        char *rp = strrchr(buf, ')');
-        int ppid = 0;
-        if (!rp || sscanf(rp + 2, "%*c %d", &ppid) != 1)
-            continue;
-        pids[np] = atoi(de->d_name);
-        ppids[np] = ppid;
-        intree[np] = pids[np] == root;
-        np++;
-    }
-    closedir(d);
-    for (int pass = 0; pass < 4; pass++)
-        for (int i = 0; i < np; i++)
-            if (!intree[i])
-                for (int j = 0; j < np; j++)
-                    if (intree[j] && ppids[i] == pids[j]) {
-                        intree[i] = 1;
-                        break;
-                    }
-    for (int i = 0; i < np; i++) {
-        if (!intree[i])
-            continue;
-        char path[64], line[256];
-        snprintf(path, sizeof path, "/proc/%d/status", pids[i]);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        r.procs++;
-        while (fgets(line, sizeof line, f)) {
-            long v;
-            if (sscanf(line, "VmRSS: %ld", &v) == 1)
-                r.rss_kb += v;
-            else if (sscanf(line, "Threads: %ld", &v) == 1)
-                r.threads += (int)v;
-        }
-        fclose(f);
-    }
-    r.ok = r.procs > 0;
-    return r;
+    return srvstat_read(server_pid());
 }
 
 /* ---- main ------------------------------------------------------------------------------ */
