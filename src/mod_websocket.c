@@ -51,11 +51,7 @@ static void ws_child_init(apr_pool_t *pchild, server_rec *s)
      * (16 MiB messages, inflate buffers), after which such blocks stay in the threads'
      * arenas: children grew to 1.1 GB under repeated 16 MiB compressed messages. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    /* Fixing it also fixes glibc's trim threshold at 128 KB: each freed 64 KiB message
-     * at the top of a thread's arena was handed back with madvise and faulted in again
-     * for the next one (a fifth of the CPU of a 64 KiB echo).  Keep up to 4 MB per
-     * arena; the event loop trims after heavy traffic (ws_loop.c). */
-    mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    /* (This also fixes glibc's trim threshold at 128 KB; the event loops raise it.) */
     ws_status_child_init(pchild);
     if (bp) {
         ws_msgid now;

@@ -147,4 +147,5 @@ void ws_blocking_run(ws_conn *s)
         }
     }
     ws_flush(s);
+    ws_heap_trim_maybe();
 }

@@ -2,6 +2,7 @@
  * ws_handle.c - handles, their outbound queues and the per-child registry of live
  * sessions.  See ws_handle.h.
  */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 /* Bytes malloc'd for queued messages (freed on other threads than their senders')
  * since the last malloc_trim check. */
 static apr_uint32_t ws_heap_churn;
+#define WS_TRIM_CHURN (16u * 1024 * 1024)   /* malloc_trim after this much traffic */
 
 /* Per-child registry of live sessions: for graceful stop. */
 static pthread_mutex_t ws_reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -24,12 +26,22 @@ static char ws_reg_reason[124];
 
 void ws_heap_churn_add(size_t len)
 {
-    apr_atomic_add32(&ws_heap_churn, len > 0x7fffffff ? 0x7fffffff : (apr_uint32_t)len);
+    /* (saturates instead of wrapping around: no trim is missed) */
+    apr_uint32_t add = len > 0x10000000 ? 0x10000000 : (apr_uint32_t)len;
+    if (apr_atomic_add32(&ws_heap_churn, add) > 0xC0000000u) {
+        apr_atomic_set32(&ws_heap_churn, 0xC0000000u);
+    }
 }
 
-apr_size_t ws_heap_churn_take(void)
+/* Any thread: once enough traffic went through, give freed heap back.  Messages are
+ * allocated on their senders' threads and freed on others; glibc keeps what is free
+ * in the middle of each arena until malloc_trim. */
+void ws_heap_trim_maybe(void)
 {
-    return apr_atomic_xchg32(&ws_heap_churn, 0);
+    if (apr_atomic_read32(&ws_heap_churn) >= WS_TRIM_CHURN
+        && apr_atomic_xchg32(&ws_heap_churn, 0) >= WS_TRIM_CHURN) {
+        malloc_trim(0);
+    }
 }
 
 ws_payload *ws_payload_create(int opcode, const void *data, size_t len)

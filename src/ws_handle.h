@@ -90,9 +90,11 @@ int ws_handle_enqueue(ws_handle *h, ws_payload *p);
 int ws_handle_send(ws_handle *h, int type, const void *data, size_t len, int flags);
 int ws_handle_request_close(ws_handle *h, int code, const char *reason);
 size_t ws_handle_buffered(ws_handle *h);
-/* Bytes of payloads allocated since the last call (for malloc_trim). */
-apr_size_t ws_heap_churn_take(void);
+/* Any thread: count bytes of heap that will be freed on another thread; trim the
+ * heap once enough were counted (the loops once a tick, blocking sessions at their
+ * end). */
 void ws_heap_churn_add(size_t len);
+void ws_heap_trim_maybe(void);
 
 /* Ask every live session of this child to close (graceful stop), and every session
  * created from now on. */

@@ -114,10 +114,13 @@ def test_blocking_sessions_exhaust_threads(server):
     async def go():
         opened = []
 
+        done = []
+
         async def one(i):
             conn = await raw_open(server, "ws", "/echo-blocking")
             opened.append(conn)
             assert await raw_echo(conn, f"b{i}".encode())
+            done.append(i)
 
         async def extra():
             conn = await raw_open(server, "ws", "/echo-blocking")
@@ -127,8 +130,12 @@ def test_blocking_sessions_exhaust_threads(server):
         try:
             # the precondition: every thread holds a served session (server-status
             # itself cannot be served now)
-            await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(THREADS))),
-                                   scaled(20))
+            try:
+                await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(THREADS))),
+                                       scaled(20))
+            except asyncio.TimeoutError:
+                raise AssertionError(f"only {len(done)} of {THREADS} blocking sessions "
+                                     f"were served within {scaled(20)} s") from None
             # then nothing else is served: neither one more session nor a GET
             try:
                 served = await asyncio.wait_for(extra(), 2.0)
@@ -141,7 +148,7 @@ def test_blocking_sessions_exhaust_threads(server):
             for _, writer in opened:
                 writer.close()
 
-    run(go(), timeout=60)
+    run(go(), timeout=scaled(20) + 30)
     # once the blocking sessions are gone the server serves again
     assert get_root(server, 15.0) is not None
     wait_status(server, lambda st: int(st["WebSocketSessionsBlocking"]) == 0,
