@@ -62,7 +62,7 @@ ASYNC_MPM = {"StartServers": 1, "ServerLimit": 1, "ThreadsPerChild": 16, "Thread
              "MaxRequestWorkers": 16, "MinSpareThreads": 1, "MaxSpareThreads": 16,
              "AsyncRequestWorkerFactor": int(os.environ.get("BENCH_ARWF", "1000")),
              "MaxConnectionsPerChild": 0}
-ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "MaxMemFree 1\nWebSocketLoopThreads 1\n")
+ASYNC_GLOBAL = os.environ.get("BENCH_ASYNC_GLOBAL", "WebSocketLoopThreads 1\n")
 # A thread per connection (blocking driver, mod_lua): 8 x 150 = 1,200 threads.
 BLOCKING_MPM = {"StartServers": 8, "ServerLimit": 8, "ThreadsPerChild": 150,
                 "ThreadLimit": 150, "MaxRequestWorkers": 1200, "MinSpareThreads": 25,
@@ -585,7 +585,7 @@ def write_report(results, out, targets):
       "replies itself (`r:wswrite(frame, true)`).")
     w("- Servers: mod_websocket with the `echo` plugin on the event MPM "
       "(async: one child of 16 threads with one event loop, `WebSocketLoopThreads 1`, "
-      "AsyncRequestWorkerFactor 1000, MaxMemFree 1;"
+      "AsyncRequestWorkerFactor 1000, httpd's default MaxMemFree;"
       " blocking: `WebSocketDriver blocking`, 8 x 150 threads), LogLevel warn, access log on. "
       "Node `ws` (`bench/peers/node_echo.js`), Python `websockets` on asyncio "
       "(`bench/peers/py_echo.py`), libwebsockets (`bench/lwsecho.c`, one service thread), "

@@ -79,8 +79,10 @@ MPM_DEFAULTS = {
 # The demo's preset for 10,000 concurrent connections on the event MPM (README, "Tuning
 # for 10,000 connections"): 2 children x 16 threads (workers only run handshakes and
 # pages: sessions live on the event loops), each child accepting about 16 + 16 * 400
-# connections (suspended sessions count); MaxMemFree 1 returns a finished request's memory instead
-# of keeping it with each parked connection (~25 KB -> ~9 KB per idle connection).
+# connections (suspended sessions count).  No MaxMemFree: each session gives its
+# connection's free memory back once it is quiet (12 KiB per idle connection either way),
+# and a small MaxMemFree would cost httpd's own requests (handshakes, POSTs, pages) a
+# mapping per memory node (POSTs 11,000/s against 33,000/s, bench/sse.py).
 SCALE_EVENT = {
     "StartServers": 2,
     "ServerLimit": 2,
@@ -91,7 +93,6 @@ SCALE_EVENT = {
     "MaxSpareThreads": 32,
     "AsyncRequestWorkerFactor": 400,
     "MaxConnectionsPerChild": 0,
-    "MaxMemFree": 1,
 }
 
 # HTTP/2: h2 on the TLS port, h2c (prior knowledge and Upgrade) on the plain one, and

@@ -232,7 +232,7 @@ static int ws_loop_mpm_done(ws_lconn *lc)
          * the 101 is logged, the session's state lives in c->pool.  Its cleanup
          * clears the MPM's pointer to r, which the MPM no longer reads. */
         if (lc->r) {
-            apr_pool_destroy(lc->r->pool);
+            ws_session_drop_request(lc->s, lc->r->pool);
             lc->r = NULL;
         }
     }

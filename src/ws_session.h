@@ -82,6 +82,11 @@ apr_time_t ws_session_round(ws_conn *s, int read_input, apr_size_t read_budget);
 /* An idle session keeps no parser or deflate buffers. */
 void ws_session_idle(ws_conn *s);
 
+/* Loop thread, once the MPM has let go of the connection: destroy the upgrade
+ * request's pool; its memory goes back to the system once the session is quiet
+ * (whatever MaxMemFree allows the connection's allocator to keep). */
+void ws_session_drop_request(ws_conn *s, apr_pool_t *rpool);
+
 /* End the session: on_close, the log line, status counters, subscriptions, the handle.
  * Idempotent. */
 void ws_session_end(ws_conn *s);
