@@ -73,7 +73,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 16000; use epoll; }}
 http {{
-    access_log off;
+    access_log {d}/access.log;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -214,6 +214,16 @@ def cells(runs):
         "subs": lambda r: r["subscribed"],
     }
     c = {k: med(runs, f) for k, f in g.items()}
+    # memory: the first run's, on a fresh process (nginx keeps what its first 10,000
+    # subscribers took, so later runs open theirs at no cost), at the end of the run
+    # (right after opening, mod_websocket's newest sessions still keep the upgrade
+    # request's memory for their first second); what the server still holds once they
+    # have left is the next run's starting point
+    first = ok[0]["result"]
+    c["per_sub_kb"] = ((first["server"]["rss_end_kb"] - first["server"]["rss_base_kb"])
+                       / max(1, first["subscribed"]))
+    c["rss_start_kb"] = first["server"]["rss_base_kb"]
+    c["rss_left_kb"] = ok[1]["result"]["server"]["rss_base_kb"] if len(ok) > 1 else None
     c["ok_runs"] = len(ok)
     c["delivered"] = sum(r["result"]["delivered"] for r in ok)
     c["expected"] = sum(r["result"]["expected"] for r in ok)
@@ -237,7 +247,7 @@ def section(results):
          "(`WebSocketLoopThreads 1`), `WebSocketChannelPublisher` and "
          "`WebSocketChannelSubscriber` locations; nginx + nchan (Debian's "
          f"`libnginx-mod-nchan`): one worker process; both keep {HISTORY} messages per "
-         "channel. Each server pinned to one CPU, the load generator `build/bench/sseload` "
+         "channel and write an access log line per request. Each server pinned to one CPU, the load generator `build/bench/sseload` "
          "(one epoll thread for the subscribers, one thread per publisher) to the other. "
          f"{results['runs']} interleaved runs, medians. A run counts if every subscriber "
          "opened and stayed and every POST was answered 2xx; a message that did not reach "
@@ -248,20 +258,28 @@ def section(results):
         L += [f"### {sse['title']}", "",
               "Delay: from the publisher's clock just before the POST to the subscriber's "
               "after it parsed the event (same machine, same clock).", "",
+              "Memory per subscriber: the server's RSS (all its processes) at the end of "
+              "the run, the subscribers still open, less before they opened, over their "
+              "number, in each server's first run (a fresh process). Memory once they "
+              "left: the RSS at the start of the second run, against the fresh "
+              "process's.", "",
               "| server | subscribers | deliveries/s (delivered / expected) | delay p50 | "
               "p99 | max | POST round trip p50 / p99 | server threads | memory per "
-              "subscriber |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "subscriber | memory once they left |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for key, label in SERVERS:
             c = cells(sse["servers"].get(key, []))
             if not c:
                 L.append(f"| {label} | failed: {'; '.join(failures(sse['servers'].get(key, [])))[:200]} "
-                         "| | | | | | | |")
+                         "| | | | | | | | |")
                 continue
             L.append(f"| {label} | {c['subs']:,.0f} | {fmt(c['deliveries_per_s'], 0)} "
                      f"({c['delivered']:,} / {c['expected']:,}) | {fmt(c['p50'])} ms | "
                      f"{fmt(c['p99'])} ms | {fmt(c['max'])} ms | {fmt(c['rtt50'], 2)} / "
                      f"{fmt(c['rtt99'], 2)} ms | {c['threads']:.0f} in {c['procs']:.0f} "
-                     f"processes | {fmt(c['per_sub_kb'])} KiB |")
+                     f"processes | {fmt(c['per_sub_kb'])} KiB | "
+                     f"{fmt(c['rss_left_kb'] and c['rss_left_kb'] / 1024)} MB (fresh: "
+                     f"{c['rss_start_kb'] / 1024:,.1f} MB) |")
         L.append("")
     pub = wls.get("publish")
     if pub:
