@@ -85,7 +85,8 @@ typedef struct ws_loop {
     ws_timer_heap timers;
     ws_lconn *all;
     ws_lconn *again;
-    ws_lconn *retiring;
+    ws_lconn *retiring;           /* closed, oldest first: c->pool still to destroy */
+    ws_lconn *retiring_tail;
     apr_time_t next_tick;
 } ws_loop;
 
@@ -246,28 +247,27 @@ static int ws_loop_mpm_done(ws_lconn *lc)
  * began (the pool's cleanups would wake the MPM's pollset, gone by then). */
 static void ws_loop_retire(ws_loop *L, ws_lconn *lc)
 {
-    lc->retire_at = lc->adopted + WS_RETIRE_AFTER;
-    lc->retire_next = L->retiring;
-    L->retiring = lc;
+    /* Counted from the close, which is after the hand-over: the list stays in order
+     * of retire_at, and a reap looks at its head only. */
+    lc->retire_at = apr_time_now() + WS_RETIRE_AFTER;
+    lc->retire_next = NULL;
+    if (L->retiring) {
+        L->retiring_tail->retire_next = lc;
+    }
+    else {
+        L->retiring = lc;
+    }
+    L->retiring_tail = lc;
 }
 
 static void ws_loop_reap(ws_loop *L, apr_time_t now)
 {
-    ws_lconn **pp = &L->retiring;
-    while (*pp) {
-        ws_lconn *lc = *pp;
-        conn_rec *c = lc->s->c;
-        if (ws_loops_hard) {
-            return;
-        }
-        if (now >= lc->retire_at && ws_loop_mpm_done(lc)) {
-            *pp = lc->retire_next;
-            apr_atomic_dec32(&L->count);
-            apr_pool_destroy(c->pool);
-        }
-        else {
-            pp = &lc->retire_next;
-        }
+    ws_lconn *lc;
+    while ((lc = L->retiring) != NULL && !ws_loops_hard && now >= lc->retire_at
+           && ws_loop_mpm_done(lc)) {
+        L->retiring = lc->retire_next;
+        apr_atomic_dec32(&L->count);
+        apr_pool_destroy(lc->s->c->pool);
     }
 }
 
@@ -494,6 +494,11 @@ static int ws_loop_timeout(ws_loop *L, apr_time_t now)
     }
     if (t && t->at - now < wait) {
         wait = t->at - now;
+    }
+    if (L->retiring && !ws_loops_hard) {
+        /* (at least WS_MPM_RECHECK: the MPM may not have let go of it yet) */
+        apr_interval_time_t r = L->retiring->retire_at - now;
+        wait = r < wait ? (r < WS_MPM_RECHECK ? WS_MPM_RECHECK : r) : wait;
     }
     return wait <= 0 ? 0 : (int)((wait + 999) / 1000);
 }
