@@ -552,6 +552,7 @@ static void *APR_THREAD_FUNC ws_loop_main(apr_thread_t *thread, void *data)
     }
     ws_loop_take(L);
     ws_loop_abandon(L);
+    ws_timer_heap_free(&L->timers);
     apr_thread_exit(thread, APR_SUCCESS);
     return NULL;
 }
