@@ -234,6 +234,10 @@ def failures(runs):
     return [r.get("error") or f"rc {r.get('rc')}" for r in runs if not measured(r)]
 
 
+def failed_row(label, runs, empty_cells):
+    return f"| {label} | failed: {'; '.join(failures(runs))[:200]} |" + " |" * empty_cells
+
+
 def fmt(v, nd=1):
     return "—" if v is None else f"{v:,.{nd}f}"
 
@@ -247,8 +251,9 @@ def section(results):
          "(`WebSocketLoopThreads 1`), `WebSocketChannelPublisher` and "
          "`WebSocketChannelSubscriber` locations; nginx + nchan (Debian's "
          f"`libnginx-mod-nchan`): one worker process; both keep {HISTORY} messages per "
-         "channel and write an access log line per request. Each server pinned to one CPU, the load generator `build/bench/sseload` "
-         "(one epoll thread for the subscribers, one thread per publisher) to the other. "
+         "channel and write an access log line per request. Each server pinned to one "
+         "CPU, the load generator `build/bench/sseload` (one epoll thread for the "
+         "subscribers, one thread per publisher) to the other. "
          f"{results['runs']} interleaved runs, medians. A run counts if every subscriber "
          "opened and stayed and every POST was answered 2xx; a message that did not reach "
          "a subscriber shows as delivered < expected (with one publisher the subscribers "
@@ -270,8 +275,7 @@ def section(results):
         for key, label in SERVERS:
             c = cells(sse["servers"].get(key, []))
             if not c:
-                L.append(f"| {label} | failed: {'; '.join(failures(sse['servers'].get(key, [])))[:200]} "
-                         "| | | | | | | | |")
+                L.append(failed_row(label, sse["servers"].get(key, []), 8))
                 continue
             L.append(f"| {label} | {c['subs']:,.0f} | {fmt(c['deliveries_per_s'], 0)} "
                      f"({c['delivered']:,} / {c['expected']:,}) | {fmt(c['p50'])} ms | "
@@ -289,7 +293,7 @@ def section(results):
         for key, label in SERVERS:
             c = cells(pub["servers"].get(key, []))
             if not c:
-                L.append(f"| {label} | failed: {'; '.join(failures(pub['servers'].get(key, [])))[:200]} | | | |")
+                L.append(failed_row(label, pub["servers"].get(key, []), 3))
                 continue
             L.append(f"| {label} | {fmt(c['publishes_per_s'], 0)} | {fmt(c['rtt50'], 2)} / "
                      f"{fmt(c['rtt99'], 2)} ms | {fmt(c['deliveries_per_s'], 0)} "

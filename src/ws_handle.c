@@ -26,11 +26,7 @@ static char ws_reg_reason[124];
 
 void ws_heap_churn_add(size_t len)
 {
-    /* (saturates instead of wrapping around: no trim is missed) */
-    apr_uint32_t add = len > 0x10000000 ? 0x10000000 : (apr_uint32_t)len;
-    if (apr_atomic_add32(&ws_heap_churn, add) > 0xC0000000u) {
-        apr_atomic_set32(&ws_heap_churn, 0xC0000000u);
-    }
+    apr_atomic_add32(&ws_heap_churn, len > 0x7fffffff ? 0x7fffffff : (apr_uint32_t)len);
 }
 
 /* Any thread: once enough traffic went through, give freed heap back.  Messages are

@@ -113,7 +113,6 @@ def test_blocking_sessions_exhaust_threads(server):
     """The contrast: with a thread per session, THREADS sessions take every thread."""
     async def go():
         opened = []
-
         done = []
 
         async def one(i):
