@@ -147,5 +147,4 @@ void ws_blocking_run(ws_conn *s)
         }
     }
     ws_flush(s);
-    ws_heap_trim_maybe();
 }

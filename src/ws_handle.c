@@ -15,8 +15,7 @@
 
 /* Bytes malloc'd for queued messages (freed on other threads than their senders')
  * since the last malloc_trim check. */
-static apr_uint32_t ws_heap_churn;
-#define WS_TRIM_CHURN (16u * 1024 * 1024)   /* malloc_trim after this much traffic */
+static apr_uint32_t ws_heap_churned;
 
 /* Per-child registry of live sessions: for graceful stop. */
 static pthread_mutex_t ws_reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -26,16 +25,21 @@ static char ws_reg_reason[124];
 
 void ws_heap_churn_add(size_t len)
 {
-    apr_atomic_add32(&ws_heap_churn, len > 0x7fffffff ? 0x7fffffff : (apr_uint32_t)len);
+    apr_atomic_add32(&ws_heap_churned, len > 0x7fffffff ? 0x7fffffff : (apr_uint32_t)len);
 }
 
-/* Any thread: once enough traffic went through, give freed heap back.  Messages are
- * allocated on their senders' threads and freed on others; glibc keeps what is free
- * in the middle of each arena until malloc_trim. */
-void ws_heap_trim_maybe(void)
+apr_uint32_t ws_heap_churn(void)
 {
-    if (apr_atomic_read32(&ws_heap_churn) >= WS_TRIM_CHURN
-        && apr_atomic_xchg32(&ws_heap_churn, 0) >= WS_TRIM_CHURN) {
+    return apr_atomic_read32(&ws_heap_churned);
+}
+
+/* Any thread: once `threshold` bytes of traffic went through, give freed heap back.
+ * Messages are allocated on their senders' threads and freed on others; glibc keeps
+ * what is free in the middle of each arena until malloc_trim. */
+void ws_heap_trim_maybe(apr_uint32_t threshold)
+{
+    if (apr_atomic_read32(&ws_heap_churned) >= threshold
+        && apr_atomic_xchg32(&ws_heap_churned, 0) >= threshold) {
         malloc_trim(0);
     }
 }
@@ -135,8 +139,10 @@ static void ws_registry_add(ws_handle *h)
     }
 }
 
-static void ws_registry_remove(ws_handle *h)
+/* Returns whether no session of this child is left. */
+static int ws_registry_remove(ws_handle *h)
 {
+    int empty;
     pthread_mutex_lock(&ws_reg_mu);
     if (h->reg_prev) {
         h->reg_prev->reg_next = h->reg_next;
@@ -148,8 +154,10 @@ static void ws_registry_remove(ws_handle *h)
         h->reg_next->reg_prev = h->reg_prev;
     }
     h->reg_prev = h->reg_next = NULL;
+    empty = ws_reg_head == NULL;
     pthread_mutex_unlock(&ws_reg_mu);
     ws_handle_release(h);
+    return empty;
 }
 
 void ws_registry_close_all(int code, const char *reason)
@@ -342,6 +350,9 @@ void ws_handle_detach(ws_handle *h)
     h->wake = NULL;
     pthread_mutex_unlock(&h->mu);
     ws_qmsg_free_list(list);
-    ws_registry_remove(h);
+    if (ws_registry_remove(h)) {
+        /* the child's last session: a prefork child's until its next one */
+        ws_heap_trim_maybe(WS_TRIM_CHURN_QUIET);
+    }
     ws_handle_release(h);
 }

@@ -90,11 +90,17 @@ int ws_handle_enqueue(ws_handle *h, ws_payload *p);
 int ws_handle_send(ws_handle *h, int type, const void *data, size_t len, int flags);
 int ws_handle_request_close(ws_handle *h, int code, const char *reason);
 size_t ws_handle_buffered(ws_handle *h);
-/* Any thread: count bytes of heap that will be freed on another thread; trim the
- * heap once enough were counted (the loops once a tick, blocking sessions at their
- * end). */
+/* Any thread: count bytes of heap that will be freed on another thread (and read
+ * the count); trim the heap once `threshold` bytes were counted.  The loops check
+ * once a tick, with WS_TRIM_CHURN_LOOP, or WS_TRIM_CHURN_QUIET if nothing was counted
+ * since the last tick; so does the end of a child's last live session (a prefork
+ * child serves one session at a time: what it queued would otherwise stay with the
+ * child until its next one). */
+#define WS_TRIM_CHURN_LOOP (16u * 1024 * 1024)
+#define WS_TRIM_CHURN_QUIET (1024u * 1024)
 void ws_heap_churn_add(size_t len);
-void ws_heap_trim_maybe(void);
+apr_uint32_t ws_heap_churn(void);
+void ws_heap_trim_maybe(apr_uint32_t threshold);
 
 /* Ask every live session of this child to close (graceful stop), and every session
  * created from now on. */

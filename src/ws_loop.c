@@ -88,6 +88,7 @@ typedef struct ws_loop {
     ws_lconn *retiring;           /* closed, oldest first: c->pool still to destroy */
     ws_lconn *retiring_tail;
     apr_time_t next_tick;
+    apr_uint32_t churn_seen;            /* ws_heap_churn() at the last tick */
 } ws_loop;
 
 static ws_loop *ws_loops;
@@ -503,12 +504,15 @@ static int ws_loop_timeout(ws_loop *L, apr_time_t now)
     return wait <= 0 ? 0 : (int)((wait + 999) / 1000);
 }
 
-/* Once a tick: give freed heap back after heavy traffic. */
+/* Once a tick: give freed heap back after heavy traffic, or after a burst once a
+ * tick went by without traffic. */
 static void ws_loop_tick(ws_loop *L, apr_time_t now)
 {
     L->next_tick = now + apr_time_from_msec(WS_LOOP_TICK);
     if (L->index == 0) {
-        ws_heap_trim_maybe();
+        int quiet = ws_heap_churn() == L->churn_seen;
+        ws_heap_trim_maybe(quiet ? WS_TRIM_CHURN_QUIET : WS_TRIM_CHURN_LOOP);
+        L->churn_seen = ws_heap_churn();
     }
 }
 
