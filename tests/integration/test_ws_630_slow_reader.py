@@ -23,7 +23,7 @@ from conftest import mpm_params
 from rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWS
 from support import (Canary, PeakMemory, assert_memory_back, count_session_ends,
                      kernel_buffer_max, limit_rcvbuf, report, rss_kb, scaled,
-                     settled_rss_kb, wait_sessions, within_margin)
+                     settled_rss_kb, tls_in_every_child, wait_sessions, within_margin)
 
 MAX_QUEUE = 65536
 SIZE = 1024
@@ -40,13 +40,15 @@ END_1008 = {"plugin": "probe", "close": 1008, "closed_by": "server"}
 # it is a constant: each client was sent an endless flood (100 GB).
 PER_SESSION_KB = 512
 WARMUP_ROUNDS = 2
+PREFORK_CHILDREN = 30
 MPM_SETTINGS = {
     "event": {},
     "worker": {},
     # a fixed set of processes (none spawned or reaped mid-test), so that the sum of
     # their RSS compares before and after
-    "prefork": {"StartServers": 30, "MinSpareServers": 1, "MaxSpareServers": 30,
-                "ServerLimit": 30, "MaxRequestWorkers": 30},
+    "prefork": {"StartServers": PREFORK_CHILDREN, "MinSpareServers": 1,
+                "MaxSpareServers": PREFORK_CHILDREN, "ServerLimit": PREFORK_CHILDREN,
+                "MaxRequestWorkers": PREFORK_CHILDREN},
 }
 
 
@@ -103,8 +105,11 @@ def test_never_reading_clients(httpd_factory, mpm):
                         mpm_settings=MPM_SETTINGS[mpm])
     n = STALLED[mpm]
 
-    # warm-up: the same number of stalled sessions, to their end (RSS grows over the
-    # first rounds while malloc arenas and pools reach their working size, then is flat)
+    # warm-up: TLS in every prefork child (which child serves a stalled wss session is
+    # chance), then the same number of stalled sessions to their end (RSS grows over
+    # the first rounds while malloc arenas and pools reach their working size, then is
+    # flat)
+    tls_in_every_child(srv, PREFORK_CHILDREN)
     for _ in range(WARMUP_ROUNDS):
         srv.mark_log()
         conns = open_stalled(srv, n)
