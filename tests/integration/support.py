@@ -210,11 +210,16 @@ def tls_in_every_child(srv, n):
     give back."""
     conns = [RawWS.open(srv, "wss", "/echo", timeout=30) for _ in range(n)]
     for k, c in enumerate(conns):
-        c.send_text(f"warm {k}")
-        assert c.recv_message() == (OP_TEXT, f"warm {k}".encode())
-        c.send_close(1000)
-        assert c.expect_close()[0] == 1000
-        c.close()
+        echo_and_close(c, f"warm {k}")
+
+
+def echo_and_close(c, text):
+    """One echo on an open RawWS session, then a clean close (1000 both ways)."""
+    c.send_text(text)
+    assert c.recv_message() == (OP_TEXT, text.encode())
+    c.send_close(1000)
+    assert c.expect_close()[0] == 1000
+    c.close()
 
 
 def within_margin(before_kb, after_kb):

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import mpm_params
 from rawws import OP_TEXT, RawWS, build_frame
-from support import (Canary, assert_memory_back, children, report,
+from support import (Canary, assert_memory_back, children, echo_and_close, report,
                      settled_rss_kb, wait_sessions)
 
 FAILING = 200
@@ -78,11 +78,7 @@ def round_with_bystanders(srv):
                   for i in range(BYSTANDERS)]
     codes = failing_round(srv, FAILING)
     for k, b in enumerate(bystanders):
-        b.send_text(f"bystander {k}")
-        assert b.recv_message() == (OP_TEXT, f"bystander {k}".encode())
-        b.send_close(1000)
-        assert b.expect_close()[0] == 1000
-        b.close()
+        echo_and_close(b, f"bystander {k}")
     return codes
 
 
